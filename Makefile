@@ -1,0 +1,49 @@
+# The front door: `make run` starts the embedded server, `make test` runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+
+.PHONY: run demo test lint typecheck pytest clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Stamps re-install when pyproject.toml changes.
+$(VENV)/.run-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.run-installed
+
+## run: start the embedded server (Mosquitto when it can be installed, else the in-process broker)
+run: $(VENV)/.run-installed
+	@scripts/system-packages.sh --optional mosquitto:mosquitto mosquitto-clients:mosquitto_pub
+	$(BIN)/iotstream run $(ARGS)
+
+## demo: the embedded server with 20 simulated robots
+demo: $(VENV)/.run-installed
+	@scripts/system-packages.sh --optional mosquitto:mosquitto mosquitto-clients:mosquitto_pub
+	$(BIN)/iotstream run --simulate 20 $(ARGS)
+
+system-packages:
+	scripts/system-packages.sh mosquitto:mosquitto mosquitto-clients:mosquitto_pub
+
+## test: install what the tests need, then lint, type-check and run every test
+test: system-packages $(VENV)/.dev-installed lint typecheck pytest
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+typecheck: $(VENV)/.dev-installed
+	$(BIN)/mypy
+
+pytest: $(VENV)/.dev-installed
+	$(BIN)/pytest $(ARGS)
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,7 @@
+"""iotstream: real-time coordinate streaming for fleets of IoT robots."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,137 @@
+"""A managed ``mosquitto`` child process, restarted when it dies."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from ..errors import BrokerError
+from ..health import Health
+from .base import Broker, wait_for_port
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 10.0
+MAX_BACKOFF = 5.0
+
+
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto")
+
+
+class MosquittoBroker(Broker):
+    def __init__(self, host: str, port: int, workdir: Path, binary: str | None = None) -> None:
+        super().__init__(host, port)
+        found = binary or mosquitto_binary()
+        if found is None:
+            raise BrokerError("mosquitto is not on PATH")
+        self.binary = found
+        self.workdir = workdir
+        self.restarts = 0
+        self._process: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process and self._process.returncode is None else None
+
+    def _write_config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        lines = [
+            f"listener {self.port} {self.host}",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {self.workdir.resolve()}/",
+            # The ingest may fall behind during a burst: queue for it instead of dropping.
+            "max_queued_messages 1000000",
+            "max_inflight_messages 1000",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+        ]
+        if os.geteuid() == 0:
+            # Run as root, mosquitto would switch to the 'mosquitto' user and lose the data dir.
+            lines.append(f"user {getpass.getuser()}")
+        config = self.workdir / "mosquitto.conf"
+        config.write_text("\n".join(lines) + "\n")
+        return config
+
+    async def _spawn(self) -> None:
+        config = self._write_config()
+        logfile = (self.workdir / "mosquitto.log").open("ab")
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                self.binary,
+                "-c",
+                str(config),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=logfile,
+            )
+        finally:
+            logfile.close()
+        process = self._process
+        waiter = asyncio.ensure_future(process.wait())
+        ready = asyncio.ensure_future(wait_for_port(self.host, self.port, START_TIMEOUT))
+        done, _ = await asyncio.wait({waiter, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if waiter in done:
+            ready.cancel()
+            raise BrokerError(
+                f"mosquitto exited with code {process.returncode} at start; "
+                f"see {self.workdir / 'mosquitto.log'} (is port {self.port} in use?)"
+            )
+        waiter.cancel()
+        ready.result()
+        log.info("mosquitto (pid %s) listening on %s:%s", process.pid, self.host, self.port)
+
+    async def start(self) -> None:
+        self._stopping = False
+        await self._spawn()
+        self._supervisor = asyncio.create_task(self._supervise(), name="mosquitto-supervisor")
+
+    async def _supervise(self) -> None:
+        backoff = 0.5
+        while not self._stopping:
+            assert self._process is not None
+            code = await self._process.wait()
+            if self._stopping:
+                return
+            log.error("mosquitto exited with code %s; restarting in %.1fs", code, backoff)
+            await asyncio.sleep(backoff)
+            try:
+                await self._spawn()
+            except BrokerError as exc:
+                log.error("mosquitto restart failed: %s", exc)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            self.restarts += 1
+            backoff = 0.5
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 5)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+    def health(self) -> Health:
+        if self.pid is None:
+            return Health(False, f"mosquitto is not running (restarts: {self.restarts})")
+        return Health(
+            True, f"mosquitto pid {self.pid} on {self.host}:{self.port}, restarts: {self.restarts}"
+        )

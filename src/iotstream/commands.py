@@ -1,0 +1,64 @@
+"""Commands to devices: validated, then published to ``orin/{device_id}/command`` with QoS 1."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from .errors import CommandError, InvalidCommand
+from .health import Health
+from .mqtt import MqttConnection
+from .parser import device_id_problem
+
+PREDEFINED = ("tracking", "slam", "none")
+MAX_COMMAND = 256
+COMMAND_QOS = 1
+
+
+def command_topic(device_id: str) -> str:
+    return f"orin/{device_id}/command"
+
+
+def validate(device_id: str, command: str) -> None:
+    """Raise ``InvalidCommand`` with the reason when the pair cannot be sent."""
+    problem = device_id_problem(device_id)
+    if problem is not None:
+        raise InvalidCommand(problem)
+    if not command:
+        raise InvalidCommand("command is empty")
+    if len(command) > MAX_COMMAND:
+        raise InvalidCommand(f"command is longer than {MAX_COMMAND} characters")
+    if not command.isprintable():
+        raise InvalidCommand("command contains characters that are not printable")
+
+
+@dataclass(slots=True, frozen=True)
+class CommandReceipt:
+    id: str
+    device_id: str
+    command: str
+    topic: str
+    sent_at: float
+
+
+class CommandService:
+    """Sends commands over its own MQTT connection."""
+
+    def __init__(self, connection: MqttConnection) -> None:
+        self.connection = connection
+        self.sent = 0
+
+    def send(self, device_id: str, command: str) -> CommandReceipt:
+        validate(device_id, command)
+        if not self.connection.connected.is_set():
+            raise CommandError(
+                f"the MQTT broker at {self.connection.host}:{self.connection.port} is not reachable"
+            )
+        topic = command_topic(device_id)
+        self.connection.publish(topic, command.encode(), qos=COMMAND_QOS)
+        self.sent += 1
+        return CommandReceipt(uuid.uuid4().hex, device_id, command, topic, time.time())
+
+    def health(self) -> Health:
+        return self.connection.health()

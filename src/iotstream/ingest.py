@@ -1,0 +1,88 @@
+"""Ingest: MQTT messages in, parsed batches onto the bus.
+
+The MQTT callback only appends to a list; one flusher task parses whatever has
+accumulated and publishes it as one batch. Under load, batches grow by
+themselves while the flusher awaits the bus, so no timer is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from .bus import Bus
+from .health import Health
+from .lifecycle import Component
+from .mqtt import MqttConnection
+from .parser import Parser
+
+log = logging.getLogger(__name__)
+
+
+class Ingest(Component):
+    def __init__(
+        self, host: str, port: int, topics: list[str], qos: int, parser: Parser, bus: Bus
+    ) -> None:
+        self.parser = parser
+        self.bus = bus
+        self.received = 0
+        self.connection = MqttConnection(
+            host, port, "ingest", subscriptions=topics, qos=qos, on_message=self._on_message
+        )
+        self._pending: list[tuple[str, bytes, float]] = []
+        self._wakeup = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._logged_reasons: set[str] = set()
+
+    def _on_message(
+        self, client: Any, topic: str | bytes, payload: bytes, qos: int, properties: Any
+    ) -> int:
+        if type(topic) is bytes:  # gmqtt hands over topics that are not UTF-8 as bytes
+            topic = topic.decode("utf-8", "replace")
+        self._pending.append((topic, payload, time.time()))  # type: ignore[arg-type]
+        self._wakeup.set()
+        return 0
+
+    async def _flush(self) -> None:
+        messages, self._pending = self._pending, []
+        if not messages:
+            return
+        self.received += len(messages)
+        batch = self.parser.parse_batch(messages)
+        for rejected in batch.rejected:
+            if rejected.reason not in self._logged_reasons:
+                # Once per reason: a flood of bad input must not flood the log.
+                self._logged_reasons.add(rejected.reason)
+                log.warning(
+                    "rejected a message on %r: %s (%s); further '%s' rejections are "
+                    "only counted, see GET /api/deadletters",
+                    rejected.topic,
+                    rejected.reason,
+                    rejected.detail,
+                    rejected.reason,
+                )
+        await self.bus.publish(batch)
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            await self._flush()
+
+    async def start(self) -> None:
+        self._flusher = asyncio.create_task(self._flush_forever(), name="ingest-flusher")
+        await self.connection.start()
+
+    async def stop(self) -> None:
+        await self.connection.stop()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self._flush()  # what arrived before the disconnect
+
+    def health(self) -> Health:
+        return self.connection.health()

@@ -1,0 +1,197 @@
+"""Turn MQTT messages into pipeline events.
+
+The parser is the edge of the pipeline: it accepts any topic and any bytes and
+never raises. What it cannot accept becomes a ``Rejected`` event with a reason
+code, so the pipeline keeps going and the message is kept aside.
+
+Topics:
+
+- ``sensors/{id}/coordinates``: a JSON object with numeric ``x``, ``y``
+  (optional ``z``) and optional ``timestamp`` (epoch seconds or milliseconds);
+  every other field is kept.
+- ``sensors/{id}/{field}``: a scalar payload; ``coordX``/``coordY``/``coordZ``
+  set ``x``/``y``/``z``, any other field is kept under its own name.
+- anything else: a ``RawMessage``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from .models import (
+    REJECTED_PAYLOAD_KEEP,
+    RESERVED_FIELDS,
+    TIMESTAMP,
+    Batch,
+    RawMessage,
+    Reading,
+    Rejected,
+)
+
+DEFAULT_MAX_PAYLOAD = 64 * 1024
+MAX_DEVICE_ID = 128
+SENSORS = "sensors"
+COORDINATES = "coordinates"
+SCALAR_COORDS = {"coordX": "x", "coordY": "y", "coordZ": "z"}
+# Epoch seconds stay below 1e11 until the year 5138; larger values are milliseconds
+# (and above 1e14, microseconds).
+_MILLIS = 1e11
+_MICROS = 1e14
+_FORBIDDEN_ID_CHARS = frozenset("+#/") | frozenset(chr(c) for c in range(32)) | {"\x7f"}
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+
+
+def device_id_problem(device_id: str) -> str | None:
+    """Why ``device_id`` cannot name a device, or ``None`` when it can."""
+    if not device_id:
+        return "device id is empty"
+    if len(device_id) > MAX_DEVICE_ID:
+        return f"device id is longer than {MAX_DEVICE_ID} characters"
+    if not _FORBIDDEN_ID_CHARS.isdisjoint(device_id):
+        return "device id contains '+', '#', '/' or a control character"
+    return None
+
+
+def _number(value: Any, name: str) -> float:
+    # bool is an int subclass; true/false are not coordinates.
+    if type(value) is not float and type(value) is not int:
+        raise _Reject("invalid_coordinate", f"{name} is not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise _Reject("invalid_coordinate", f"{name} is not finite")
+    return number
+
+
+def _timestamp(value: Any, received_at: float) -> float:
+    if value is None:
+        return received_at
+    if type(value) is not float and type(value) is not int:
+        raise _Reject("invalid_timestamp", "timestamp is not a number")
+    ts = float(value)
+    if not math.isfinite(ts) or ts < 0:
+        raise _Reject("invalid_timestamp", "timestamp is not a finite, non-negative number")
+    if ts >= _MICROS:
+        return ts / 1e6
+    if ts >= _MILLIS:
+        return ts / 1e3
+    return ts
+
+
+def _coordinates(device_id: str, payload: bytes, received_at: float) -> Reading:
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise _Reject("invalid_json", f"payload is not JSON: {exc}") from None
+    if type(document) is not dict:
+        raise _Reject("not_an_object", "coordinates payload is not a JSON object")
+    if "x" not in document or "y" not in document:
+        raise _Reject("invalid_coordinate", "coordinates need numeric 'x' and 'y'")
+    fields = {k: v for k, v in document.items() if k not in RESERVED_FIELDS}
+    fields["x"] = _number(document["x"], "x")
+    fields["y"] = _number(document["y"], "y")
+    if "z" in document:
+        fields["z"] = _number(document["z"], "z")
+    return Reading(device_id, fields, _timestamp(document.get(TIMESTAMP), received_at), received_at)
+
+
+def _scalar(text: str) -> Any:
+    """A scalar payload as the most specific JSON value it spells."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    if isinstance(value, dict | list):
+        raise _Reject("not_a_scalar", "a sensor field payload must be a single value")
+    if isinstance(value, float) and not math.isfinite(value):
+        return text
+    return value
+
+
+def _field(device_id: str, name: str, payload: bytes, received_at: float) -> Reading:
+    if name in RESERVED_FIELDS:
+        raise _Reject("reserved_field", f"field {name!r} is set by the server")
+    try:
+        text = payload.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise _Reject("invalid_encoding", "payload is not UTF-8 text") from None
+    coord = SCALAR_COORDS.get(name)
+    if coord is not None:
+        try:
+            value: Any = float(text)
+        except ValueError:
+            raise _Reject("invalid_coordinate", f"{name} is not a number") from None
+        if not math.isfinite(value):
+            raise _Reject("invalid_coordinate", f"{name} is not finite")
+        return Reading(device_id, {coord: value}, received_at, received_at)
+    return Reading(device_id, {name: _scalar(text)}, received_at, received_at)
+
+
+class Parser:
+    """Parses batches of MQTT messages; stateless apart from its limits."""
+
+    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self.max_payload = max_payload
+
+    def parse(self, topic: str, payload: bytes, received_at: float | None = None) -> Batch:
+        """Parse a single message (a batch of one)."""
+        return self.parse_batch(
+            [(topic, payload, time.time() if received_at is None else received_at)]
+        )
+
+    def parse_batch(self, messages: Iterable[tuple[str, bytes, float]]) -> Batch:
+        """Parse ``(topic, payload, received_at)`` triples into one batch; never raises."""
+        batch = Batch()
+        readings, raw, rejected = batch.readings, batch.raw, batch.rejected
+        max_payload = self.max_payload
+        for topic, payload, received_at in messages:
+            try:
+                if len(payload) > max_payload:
+                    raise _Reject(
+                        "payload_too_large",
+                        f"payload of {len(payload)} bytes exceeds the {max_payload}-byte limit",
+                    )
+                parts = topic.split("/")
+                if len(parts) != 3 or parts[0] != SENSORS:
+                    raw.append(RawMessage(topic, payload, received_at))
+                    continue
+                device_id, name = parts[1], parts[2]
+                problem = device_id_problem(device_id)
+                if problem is not None:
+                    raise _Reject("invalid_device_id", problem)
+                if name == COORDINATES:
+                    readings.append(_coordinates(device_id, payload, received_at))
+                else:
+                    readings.append(_field(device_id, name, payload, received_at))
+            except _Reject as exc:
+                rejected.append(
+                    Rejected(
+                        topic,
+                        payload[:REJECTED_PAYLOAD_KEEP],
+                        len(payload),
+                        exc.reason,
+                        exc.detail,
+                        received_at,
+                    )
+                )
+            except Exception as exc:
+                rejected.append(
+                    Rejected(
+                        topic,
+                        payload[:REJECTED_PAYLOAD_KEEP],
+                        len(payload),
+                        "unparseable",
+                        f"{type(exc).__name__}: {exc}",
+                        received_at,
+                    )
+                )
+        return batch

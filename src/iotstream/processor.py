@@ -1,0 +1,101 @@
+"""Processor: bus batches in, latest state and change batches out.
+
+A batch is committed on the bus only after the store took it, so a store
+outage stops the processor (it retries the same batch) instead of losing data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from .bus import Bus
+from .errors import StoreError
+from .health import Health
+from .lifecycle import Component, cancel_all, crashed, spawn
+from .models import Batch, Changes
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+GROUP = "iotstream-processor"
+MAX_BACKOFF = 5.0
+
+
+class Processor(Component):
+    def __init__(
+        self,
+        bus: Bus,
+        store: Store,
+        *,
+        group: str = GROUP,
+        device_ttl: float | None = None,
+        max_batch: int = 20_000,
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.group = group
+        self.device_ttl = device_ttl
+        self.max_batch = max_batch
+        self.processed = 0
+        self.store_failures = 0
+        self._store_down: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _apply(self, batch: Batch) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                changes = await self.store.apply(batch)
+                if changes:
+                    await self.store.publish(changes)
+            except StoreError as exc:
+                self.store_failures += 1
+                if self._store_down is None:
+                    log.error("store write failed, holding the batch until it is back: %s", exc)
+                self._store_down = str(exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            if self._store_down is not None:
+                log.info("store is back; processing resumes")
+                self._store_down = None
+            return
+
+    async def _consume(self) -> None:
+        async with await self.bus.consumer(self.group) as consumer:
+            while True:
+                batch = await consumer.poll(self.max_batch, timeout=1.0)
+                if not batch:
+                    continue
+                await self._apply(batch)
+                await consumer.commit()
+                self.processed += len(batch)
+
+    async def _expire(self, ttl: float) -> None:
+        period = min(max(ttl / 4, 0.05), 1.0)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                gone = await self.store.expire(time.time() - ttl)
+                if gone:
+                    await self.store.publish(Changes(removed=gone))
+            except StoreError as exc:
+                log.warning("device expiry skipped: %s", exc)
+
+    async def start(self) -> None:
+        self._tasks.append(spawn(self._consume(), "processor"))
+        if self.device_ttl is not None:
+            self._tasks.append(spawn(self._expire(self.device_ttl), "expiry"))
+
+    async def stop(self) -> None:
+        await cancel_all(self._tasks)
+
+    def health(self) -> Health:
+        stopped = crashed(self._tasks)
+        if stopped:
+            return Health(False, f"stopped: {', '.join(stopped)}")
+        if self._store_down is not None:
+            return Health(False, f"waiting for the store: {self._store_down}")
+        return Health(True, f"{self.processed} events processed")

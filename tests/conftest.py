@@ -1,0 +1,149 @@
+"""Fixtures: free ports, real Mosquitto clients, and ``iotstream run`` as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def require(binary: str) -> str:
+    """The path of ``binary``; a missing engine fails the test (``make test`` installs it)."""
+    path = shutil.which(binary)
+    if path is None:
+        pytest.fail(f"{binary} is not installed; `make test` installs it")
+    return path
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    http: str
+    ws: str
+    mqtt_port: int
+    data_dir: Path
+    log: Path
+
+    def publish(self, topic: str, message: str | bytes, qos: int = 1) -> None:
+        """Publish one message with the real ``mosquitto_pub``."""
+        payload = message if isinstance(message, bytes) else message.encode()
+        self._mosquitto_pub(topic, qos, ["-s"], payload)
+
+    def publish_lines(self, topic: str, lines: list[str], qos: int = 1) -> None:
+        """Publish one message per line over one connection (``mosquitto_pub -l``)."""
+        self._mosquitto_pub(topic, qos, ["-l"], "\n".join(lines).encode() + b"\n")
+
+    def _mosquitto_pub(self, topic: str, qos: int, mode: list[str], stdin: bytes) -> None:
+        args = [
+            require("mosquitto_pub"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.mqtt_port),
+            "-t",
+            topic,
+            "-q",
+            str(qos),
+            *mode,
+        ]
+        subprocess.run(args, input=stdin, check=True, timeout=30)
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.http + path, timeout=10)
+
+    def wait_for(self, path: str, predicate: object, timeout: float = 10) -> httpx.Response:
+        """Poll ``GET path`` until ``predicate(response)`` holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            response = self.get(path)
+            if predicate(response):  # type: ignore[operator]
+                return response
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"GET {path} never matched; last: {response.status_code} {response.text[:500]}"
+                )
+            time.sleep(0.05)
+
+
+def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> Server:
+    http_port, mqtt_port = free_port(), free_port()
+    data_dir = tmp / "data"
+    log = tmp / "server.log"
+    args = [
+        sys.executable,
+        "-m",
+        "iotstream",
+        "run",
+        "--http-port",
+        str(http_port),
+        "--mqtt-port",
+        str(mqtt_port),
+        "--data-dir",
+        str(data_dir),
+        *extra,
+    ]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+    server = Server(
+        process,
+        f"http://127.0.0.1:{http_port}",
+        f"ws://127.0.0.1:{http_port}",
+        mqtt_port,
+        data_dir,
+        log,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"iotstream run exited {process.returncode}:\n{log.read_text()}")
+        try:
+            if server.get("/api/health").status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            stop_process(process)
+            raise AssertionError(f"iotstream run did not become healthy:\n{log.read_text()}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One embedded server (with Mosquitto) shared by a test module."""
+    require("mosquitto")
+    srv = start_server(tmp_path_factory.mktemp("server"), "--ws-interval", "0.02")
+    yield srv
+    stop_process(srv.process)

@@ -1,0 +1,145 @@
+"""The store contract, written once. A backend's test module subclasses
+``StoreSuite`` and provides a ``store`` fixture: a started store of its own (own
+key prefix) that keeps at most ``DEADLETTER_LIMIT`` dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from iotstream.models import Batch, Changes, RawMessage, Reading, Rejected
+from iotstream.store import Store
+
+DEADLETTER_LIMIT = 5
+T0 = 1_800_000_000.0
+
+
+def reading(device: str, ts: float, **fields: object) -> Reading:
+    return Reading(device, dict(fields), ts, ts + 0.01)
+
+
+def rejected(n: int, reason: str = "invalid_json") -> Rejected:
+    return Rejected("sensors/a/coordinates", f"bad{n}".encode(), 4, reason, "not JSON", T0 + n)
+
+
+class StoreSuite:
+    async def test_apply_sets_and_returns_the_latest_state(self, store: Store) -> None:
+        changes = await store.apply(Batch(readings=[reading("r1", T0, x=1.0, y=2.0, heading=90)]))
+        expected = {
+            "deviceId": "r1",
+            "x": 1.0,
+            "y": 2.0,
+            "heading": 90,
+            "timestamp": T0,
+            "receivedAt": T0 + 0.01,
+        }
+        assert changes.updated == [expected]
+        assert await store.device("r1") == expected
+        assert await store.devices() == [expected]
+        assert await store.device("nobody") is None
+
+    async def test_fields_merge_and_a_batch_reports_each_device_once(self, store: Store) -> None:
+        changes = await store.apply(
+            Batch(
+                readings=[
+                    reading("r1", T0, x=1.0, y=2.0),
+                    reading("r1", T0 + 1, motorRPM=1500),
+                    reading("r1", T0 + 2, x=3.0),
+                ]
+            )
+        )
+        assert len(changes.updated) == 1
+        state = await store.device("r1")
+        assert state is not None
+        assert (state["x"], state["y"], state["motorRPM"], state["timestamp"]) == (
+            3.0,
+            2.0,
+            1500,
+            T0 + 2,
+        )
+
+    async def test_an_older_reading_is_counted_but_does_not_overwrite(self, store: Store) -> None:
+        await store.apply(Batch(readings=[reading("r1", T0 + 10, x=10.0, y=10.0)]))
+        changes = await store.apply(Batch(readings=[reading("r1", T0, x=0.0, y=0.0)]))
+        assert not changes
+        state = await store.device("r1")
+        assert state is not None and state["x"] == 10.0
+        assert (await store.counters()).per_device == {"r1": 2}
+
+    async def test_replaying_a_batch_changes_no_state(self, store: Store) -> None:
+        batch = Batch(readings=[reading("r1", T0 + s, x=float(s), y=0.0) for s in range(5)])
+        await store.apply(batch)
+        before = await store.devices()
+        await store.apply(batch)
+        assert await store.devices() == before
+
+    async def test_counters_per_device_topic_and_reason(self, store: Store) -> None:
+        await store.apply(
+            Batch(
+                readings=[
+                    reading("a", T0, x=1.0, y=1.0),
+                    reading("a", T0 + 1, x=1.0, y=1.0),
+                    reading("b", T0, x=1.0, y=1.0),
+                ],
+                raw=[
+                    RawMessage("test/hello", b"hi", T0),
+                    RawMessage("test/hello", b"hi", T0),
+                    RawMessage("orin/a/command", b"slam", T0),
+                ],
+                rejected=[rejected(1), rejected(2, "payload_too_large")],
+            )
+        )
+        counters = await store.counters()
+        assert (counters.readings, counters.raw, counters.rejected, counters.total) == (3, 3, 2, 8)
+        assert counters.per_device == {"a": 2, "b": 1}
+        assert counters.per_topic == {"test/hello": 2, "orin/a/command": 1}
+        assert counters.per_reason == {"invalid_json": 1, "payload_too_large": 1}
+
+    async def test_deadletters_are_newest_first_and_bounded(self, store: Store) -> None:
+        await store.apply(Batch(rejected=[rejected(n) for n in range(DEADLETTER_LIMIT + 3)]))
+        kept = await store.deadletters()
+        assert [r.payload for r in kept] == [
+            f"bad{n}".encode() for n in reversed(range(3, DEADLETTER_LIMIT + 3))
+        ]
+        assert kept[0] == rejected(DEADLETTER_LIMIT + 2)
+        assert len(await store.deadletters(2)) == 2
+
+    async def test_expire_removes_only_silent_devices(self, store: Store) -> None:
+        now = time.time()
+        await store.apply(
+            Batch(
+                readings=[
+                    Reading("old", {"x": 1.0, "y": 1.0}, now - 100, now - 100),
+                    Reading("new", {"x": 1.0, "y": 1.0}, now, now),
+                ]
+            )
+        )
+        assert await store.expire(now - 50) == ["old"]
+        assert [s["deviceId"] for s in await store.devices()] == ["new"]
+        assert await store.device("old") is None
+        assert await store.expire(now - 50) == []
+
+    async def test_published_changes_reach_every_subscriber_in_order(self, store: Store) -> None:
+        sent = [Changes(updated=[{"deviceId": f"d{i}", "x": float(i)}]) for i in range(20)]
+        sent.append(Changes(removed=["d3"]))
+
+        async def collect(ready: asyncio.Event) -> list[Changes]:
+            async with store.subscribe() as changes:
+                ready.set()
+                got = []
+                async for change in changes:
+                    got.append(change)
+                    if len(got) == len(sent):
+                        return got
+            return got
+
+        readies = [asyncio.Event(), asyncio.Event()]
+        tasks = [asyncio.create_task(collect(r)) for r in readies]
+        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 10)
+        for change in sent:
+            await store.publish(change)
+        results = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        assert results == [sent, sent]
+
+    async def test_health_reports_up(self, store: Store) -> None:
+        assert store.health().ok

@@ -1,0 +1,177 @@
+"""The WebSocket hub on the memory store: coalescing, encode-once, slow clients, resume."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+
+from iotstream.hub import Hub
+from iotstream.models import Changes
+from iotstream.store import MemoryStore
+
+
+class FakeClient:
+    """A WebSocket peer: records what it is sent; ``gate`` cleared makes it stall."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.arrived = asyncio.Event()
+        self.inbox: asyncio.Queue[str] = asyncio.Queue()
+
+    async def send(self, text: str) -> None:
+        await self.gate.wait()
+        self.sent.append(text)
+        self.arrived.set()
+
+    async def receive(self) -> str:
+        return await self.inbox.get()
+
+    def frames(self) -> list[dict[str, Any]]:
+        return [orjson.loads(t) for t in self.sent]
+
+    async def wait_for(self, predicate: Any, timeout: float = 5.0) -> None:
+        async def until() -> None:
+            while not predicate(self.frames()):
+                self.arrived.clear()
+                await self.arrived.wait()
+
+        await asyncio.wait_for(until(), timeout)
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[MemoryStore]:
+    async with MemoryStore() as store:
+        yield store
+
+
+def update(device: str, **fields: Any) -> Changes:
+    return Changes(updated=[{"deviceId": device, **fields}])
+
+
+async def connect(hub: Hub, client: FakeClient, since: int | None = None) -> asyncio.Task[None]:
+    task = asyncio.create_task(hub.serve(client.send, client.receive, since))
+    await client.wait_for(lambda f: len(f) >= 1)
+    return task
+
+
+async def test_first_frame_is_a_snapshot_and_updates_follow_in_sequence(store: MemoryStore) -> None:
+    async with Hub(store, interval=0.01) as hub:
+        client = FakeClient()
+        task = await connect(hub, client)
+        for i in range(5):
+            await store.publish(update("a", x=i))
+            await asyncio.sleep(0.02)
+        await client.wait_for(lambda f: f[-1].get("devices", [{}])[0].get("x") == 4)
+        frames = client.frames()
+        assert frames[0]["type"] == "snapshot"
+        assert [f["seq"] for f in frames] == list(
+            range(frames[0]["seq"], frames[0]["seq"] + len(frames))
+        )
+        task.cancel()
+
+
+async def test_changes_within_a_tick_coalesce_into_one_frame(store: MemoryStore) -> None:
+    async with Hub(store, interval=0.2) as hub:
+        client = FakeClient()
+        task = await connect(hub, client)
+        await store.publish(update("warm-up"))  # starts a tick: the next flush is 0.2 s later
+        await client.wait_for(lambda f: len(f) == 2)
+        for i in range(100):
+            await store.publish(update("a", x=i))
+            await store.publish(update(f"b{i % 3}", x=i))
+        await client.wait_for(lambda f: len(f) == 3)
+        last = client.frames()[-1]
+        assert last["type"] == "update"
+        assert {d["deviceId"]: d["x"] for d in last["devices"]} == {
+            "a": 99,
+            "b0": 99,
+            "b1": 97,
+            "b2": 98,
+        }
+        task.cancel()
+
+
+async def test_a_frame_is_encoded_once_for_every_client(store: MemoryStore) -> None:
+    async with Hub(store, interval=0.01) as hub:
+        clients = [FakeClient() for _ in range(3)]
+        tasks = [await connect(hub, c) for c in clients]
+        await store.publish(update("a", x=1))
+        for c in clients:
+            await c.wait_for(lambda f: len(f) == 2)
+        first, *others = (c.sent[1] for c in clients)
+        assert all(other is first for other in others)  # the same object, not equal copies
+        for t in tasks:
+            t.cancel()
+
+
+async def test_a_stalled_client_gets_a_snapshot_and_never_delays_the_others(
+    store: MemoryStore,
+) -> None:
+    async with Hub(store, interval=0.001, client_buffer=4) as hub:
+        fast, slow = FakeClient(), FakeClient()
+        tasks = [await connect(hub, fast), await connect(hub, slow)]
+        slow.gate.clear()
+        for i in range(50):
+            await store.publish(update("a", x=i))
+            await asyncio.sleep(0.003)
+        await fast.wait_for(lambda f: f[-1].get("devices", [{}])[0].get("x") == 49)
+        fast_seqs = [f["seq"] for f in fast.frames()]
+        assert fast_seqs == list(range(fast_seqs[0], fast_seqs[0] + len(fast_seqs)))
+        assert len(slow.sent) == 1  # still stalled on its second frame
+        slow.gate.set()
+        await slow.wait_for(lambda f: any(x["type"] == "snapshot" for x in f[1:]))
+        assert len(slow.sent) < len(fast.sent)
+        assert hub.subscribers and max(s.resets for s in hub.subscribers) >= 1
+        for t in tasks:
+            t.cancel()
+
+
+async def test_resume_replays_history_or_falls_back_to_a_snapshot(store: MemoryStore) -> None:
+    async with Hub(store, interval=0.001) as hub:
+        for i in range(3):
+            await store.publish(update("a", x=i))
+            await asyncio.sleep(0.005)
+        assert hub.seq == 3
+        client = FakeClient()
+        task = await connect(hub, client, since=1)
+        await client.wait_for(lambda f: len(f) == 2)
+        assert [f["seq"] for f in client.frames()] == [2, 3]
+        task.cancel()
+        stale = FakeClient()
+        task = await connect(hub, stale, since=42)
+        assert stale.frames()[0]["type"] == "snapshot"
+        task.cancel()
+
+
+async def test_removed_devices_are_announced(store: MemoryStore) -> None:
+    async with Hub(store, interval=0.001) as hub:
+        client = FakeClient()
+        task = await connect(hub, client)
+        await store.publish(update("a", x=1))
+        await store.publish(Changes(removed=["a"]))
+        await client.wait_for(lambda f: f[-1]["type"] == "removed")
+        assert client.frames()[-1]["devices"] == ["a"]
+        task.cancel()
+
+
+async def test_client_messages(store: MemoryStore) -> None:
+    async with Hub(store) as hub:
+        client = FakeClient()
+        task = await connect(hub, client)
+        client.inbox.put_nowait('{"type": "ping"}')
+        client.inbox.put_nowait("gibberish")
+        client.inbox.put_nowait('{"type": "snapshot"}')
+        await client.wait_for(lambda f: len(f) == 4)
+        assert sorted(f["type"] for f in client.frames()) == [
+            "error",
+            "pong",
+            "snapshot",
+            "snapshot",
+        ]
+        task.cancel()

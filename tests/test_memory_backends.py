@@ -1,0 +1,36 @@
+"""The embedded backends against the shared bus and store suites."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from iotstream.bus import MemoryBus
+from iotstream.models import Batch
+from iotstream.store import MemoryStore
+
+from .bus_suite import BusSuite, readings
+from .store_suite import DEADLETTER_LIMIT, StoreSuite
+
+
+class TestMemoryBus(BusSuite):
+    @pytest.fixture
+    async def bus(self) -> AsyncIterator[MemoryBus]:
+        async with MemoryBus() as bus:
+            yield bus
+
+    async def test_retention_moves_slow_groups_to_the_oldest_kept_batch(self) -> None:
+        async with MemoryBus(retention_events=30) as bus:
+            consumer = await bus.consumer("slow")
+            for start in range(0, 100, 10):
+                await bus.publish(readings("a", range(start, start + 10)))
+            batch: Batch = await consumer.poll(1000, timeout=0.1)
+            assert [r.fields["seq"] for r in batch.readings] == list(range(70, 100))
+
+
+class TestMemoryStore(StoreSuite):
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[MemoryStore]:
+        async with MemoryStore(deadletter_limit=DEADLETTER_LIMIT) as store:
+            yield store
