@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run demo test lint typecheck pytest clean
+.PHONY: run demo test lint typecheck pytest clean services services-down system-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,15 @@ demo: $(VENV)/.run-installed
 	$(BIN)/iotstream run --simulate 20 $(ARGS)
 
 system-packages:
-	scripts/system-packages.sh mosquitto:mosquitto mosquitto-clients:mosquitto_pub
+	scripts/system-packages.sh mosquitto:mosquitto mosquitto-clients:mosquitto_pub \
+		redis-server:redis-server maven:mvn openjdk-17-jre-headless:java
+
+## services: Mosquitto, Redis and Kafka (KRaft, jars from Maven Central) on loopback, for development
+services: system-packages
+	$(PYTHON) scripts/services.py up
+
+services-down:
+	$(PYTHON) scripts/services.py down
 
 ## test: install what the tests need, then lint, type-check and run every test
 test: system-packages $(VENV)/.dev-installed lint typecheck pytest

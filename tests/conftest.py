@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import services  # scripts/services.py: the engines, started as in `make services`
 
 
 def free_port() -> int:
@@ -138,6 +139,24 @@ def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> S
             stop_process(process)
             raise AssertionError(f"iotstream run did not become healthy:\n{log.read_text()}")
         time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Service]:
+    """A real single-node Apache Kafka (KRaft) on free loopback ports, for the whole session."""
+    require("java")
+    require("mvn")
+    port, controller_port = services.free_ports(2)
+    with services.start_kafka(port, controller_port, tmp_path_factory.mktemp("kafka")) as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Service]:
+    """A real redis-server on a free loopback port, for the whole session."""
+    require("redis-server")
+    with services.start_redis(services.free_port(), tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

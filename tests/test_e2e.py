@@ -387,3 +387,19 @@ async def test_run_with_simulate_shows_moving_robots(tmp_path: Path) -> None:
                     break
     finally:
         stop_process(srv.process)
+
+
+def test_the_broker_does_not_outlive_a_killed_server(tmp_path: Path) -> None:
+    require("mosquitto")
+    srv = start_server(tmp_path)
+    [broker_pid] = children(srv.process.pid)
+    srv.process.kill()
+    srv.process.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{broker_pid}").exists() and time.monotonic() < deadline:
+        state = Path(f"/proc/{broker_pid}/stat").read_text().split()[2]
+        if state == "Z":  # exited; only the reaping is left
+            break
+        time.sleep(0.05)
+    else:
+        assert not Path(f"/proc/{broker_pid}").exists()

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import getpass
 import logging
 import os
 import shutil
+import signal
+import sys
 from pathlib import Path
 
 from ..errors import BrokerError
@@ -18,6 +21,13 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 10.0
 MAX_BACKOFF = 5.0
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the server dies, so no broker outlives a ``kill -9``."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def mosquitto_binary() -> str | None:
@@ -74,6 +84,7 @@ class MosquittoBroker(Broker):
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=logfile,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         finally:
             logfile.close()

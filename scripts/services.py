@@ -1,0 +1,615 @@
+"""Mosquitto, Redis and a single-node Kafka on 127.0.0.1 for development and tests, without Docker.
+
+CLI (from the repository root)::
+
+    python scripts/services.py up [mosquitto|redis|kafka ...]   # start, return once each is ready
+    python scripts/services.py status                          # exit 1 unless all run
+    python scripts/services.py down                            # stop what `up` started
+
+`up` leaves the servers running in the background and records them in the state dir; `down`
+stops them by recorded PID (after checking the PID still names the same process). Kafka's data
+survives `down`; delete the state dir for a clean broker.
+
+Python API (test fixtures import this module)::
+
+    port, controller_port = free_ports(2)
+    with start_kafka(port, controller_port, tmp_path / "kafka") as kafka:
+        ...  # kafka.address == "127.0.0.1:<port>"; kafka.kill(); kafka.restart(); ...
+
+`start_mosquitto`, `start_redis` and `start_kafka` return a running, ready `Service`; its `stop()`
+(SIGTERM, then SIGKILL) also runs on leaving a `with` block. Each service runs in its own
+process group and session, so Ctrl-C in a terminal reaches the caller, whose clean-up stops it.
+
+Environment (CLI only, except the Kafka cache):
+    IOTSTREAM_MQTT_PORT              3123
+    IOTSTREAM_REDIS_PORT             6379
+    IOTSTREAM_KAFKA_PORT             9092
+    IOTSTREAM_KAFKA_CONTROLLER_PORT  Kafka port + 1
+    IOTSTREAM_SERVICES_DIR           <repo>/.services: one sub-directory per service with its
+                                     config, data, `<name>.log` and `service.json` (PID record)
+    IOTSTREAM_KAFKA_CACHE            ${XDG_CACHE_HOME:-~/.cache}/iotstream: the broker's jars go
+                                     to `kafka-<version>-<pom hash>/libs` under it, fetched once by
+                                     Maven from scripts/kafka/pom.xml. It lives outside the state
+                                     dir so that wiping the state does not refetch, and it is keyed
+                                     by the pom's hash so that editing the pom does.
+
+Needs `mosquitto` and `redis-server` (Debian: apt-get install -y mosquitto redis-server), and for
+Kafka `java` 17+ (or $JAVA_HOME/bin/java) and `mvn`. Linux only: liveness is read from /proc.
+"""
+
+import argparse
+import base64
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+HOST = "127.0.0.1"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+KAFKA_BUILD_DIR = Path(__file__).resolve().parent / "kafka"
+KAFKA_POM = KAFKA_BUILD_DIR / "pom.xml"
+KAFKA_LOG4J2 = KAFKA_BUILD_DIR / "log4j2.xml"
+KAFKA_STARTED = b"Kafka Server started"
+KAFKA_JVM_OPTS = ("-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true")
+# /usr/sbin holds mosquitto on Debian but is not on a non-root user's PATH.
+SBIN_DIRS = ["/usr/local/sbin", "/usr/sbin", "/sbin"]
+POLL_SECONDS = 0.1
+
+
+class ServiceError(RuntimeError):
+    """A service could not be fetched, started or probed."""
+
+
+Probe = Callable[["Service"], bool]
+
+
+@dataclass
+class Service:
+    """One server process; `start()` spawns it and returns once `probe` says it is ready."""
+
+    name: str
+    ports: tuple[int, ...]
+    workdir: Path
+    argv: list[str]
+    probe: Probe
+    start_timeout: float = 30.0
+    stop_timeout: float = 10.0
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _log_offset: int = field(default=0, repr=False)
+
+    @property
+    def port(self) -> int:
+        return self.ports[0]
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise ServiceError(f"{self.name} is not started")
+        return self.process.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_since_start(self) -> bytes:
+        """What the process wrote to its log since the last `start()`."""
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_offset)
+            return log.read()
+
+    def start(self) -> None:
+        if self.running():
+            raise ServiceError(f"{self.name} already runs as pid {self.pid}")
+        for port in self.ports:
+            if port_accepts(port):
+                raise ServiceError(f"{self.name}: port {port} on {HOST} is already in use")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self._log_offset = log.tell()
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """SIGTERM, wait up to `stop_timeout`, then SIGKILL. Safe to call when not running."""
+        # poll() first: once a child is reaped its PID may belong to someone else.
+        if self.process is not None and self.process.poll() is None:
+            terminate(self.process.pid, self.stop_timeout)
+            self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL without warning, as a crash would; `restart()` brings it back."""
+        if self.process is not None and self.process.poll() is None:
+            _signal_group(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def _wait_ready(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServiceError(
+                    f"{self.name} exited with code {self.process.returncode} while starting; "
+                    f"its log ({self.log_path}) ends:\n{self._log_tail()}"
+                )
+            if self.probe(self):
+                return
+            time.sleep(POLL_SECONDS)
+        raise ServiceError(
+            f"{self.name} not ready after {self.start_timeout:.0f} s; "
+            f"its log ({self.log_path}) ends:\n{self._log_tail()}"
+        )
+
+    def _log_tail(self, lines: int = 20) -> str:
+        text = self.log_since_start().decode(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+# --- ports and probes -----------------------------------------------------------------------
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports that were free a moment ago."""
+    with _bound_sockets(count) as socks:
+        return [sock.getsockname()[1] for sock in socks]
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
+@contextmanager
+def _bound_sockets(count: int) -> Iterator[list[socket.socket]]:
+    # All sockets stay bound until every port is picked, so the ports differ.
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind((HOST, 0))
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def port_accepts(port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _exchange(port: int, request: bytes, reply_size: int, timeout: float = 1.0) -> bytes:
+    """Send `request`, return the first `reply_size` bytes of the reply (b"" on any failure)."""
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+            sock.sendall(request)
+            reply = b""
+            while len(reply) < reply_size:
+                chunk = sock.recv(reply_size - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+            return reply
+    except OSError:
+        return b""
+
+
+# MQTT 3.1.1 CONNECT with an empty client id and a clean session, then DISCONNECT.
+_MQTT_CONNECT = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00" + b"\xe0\x00"
+_MQTT_CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
+
+
+def mqtt_probe(service: Service) -> bool:
+    return _exchange(service.port, _MQTT_CONNECT, 4) == _MQTT_CONNACK_ACCEPTED
+
+
+def redis_probe(service: Service) -> bool:
+    return _exchange(service.port, b"PING\r\n", 7) == b"+PONG\r\n"
+
+
+def kafka_probe(service: Service) -> bool:
+    # The line is Kafka's own word that startup finished; the port, that clients get through.
+    return KAFKA_STARTED in service.log_since_start() and port_accepts(service.port)
+
+
+# --- Mosquitto and Redis --------------------------------------------------------------------
+
+
+def find_program(name: str, install_hint: str) -> str:
+    search_path = os.pathsep.join([os.environ.get("PATH", ""), *SBIN_DIRS])
+    program = shutil.which(name, path=search_path)
+    if program is None:
+        raise ServiceError(f"{name} not found; install it ({install_hint})")
+    return program
+
+
+def start_mosquitto(port: int, workdir: Path) -> Service:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "mosquitto.conf"
+    config.write_text(
+        f"listener {port} {HOST}\n"
+        "allow_anonymous true\n"
+        # Run as root, mosquitto drops to its own user, which may not write here.
+        "persistence false\n"
+        "log_dest stderr\n"
+    )
+    program = find_program("mosquitto", "apt-get install -y mosquitto")
+    service = Service("mosquitto", (port,), workdir, [program, "-c", str(config)], mqtt_probe)
+    service.start()
+    return service
+
+
+def start_redis(port: int, workdir: Path) -> Service:
+    program = find_program("redis-server", "apt-get install -y redis-server")
+    argv = [
+        program,
+        "--port", str(port),
+        "--bind", HOST,
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(workdir),
+        "--daemonize", "no",
+    ]  # fmt: skip
+    service = Service("redis", (port,), workdir, argv, redis_probe)
+    service.start()
+    return service
+
+
+# --- Kafka ----------------------------------------------------------------------------------
+
+
+def kafka_version() -> str:
+    """The Kafka release scripts/kafka/pom.xml names."""
+    namespace = {"m": "http://maven.apache.org/POM/4.0.0"}
+    version = (
+        ET.parse(KAFKA_POM).getroot().findtext("m:properties/m:kafka.version", None, namespace)
+    )
+    if not version:
+        raise ServiceError(f"no <kafka.version> property in {KAFKA_POM}")
+    return version
+
+
+def kafka_libs_dir() -> Path:
+    default_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "iotstream"
+    root = Path(os.environ.get("IOTSTREAM_KAFKA_CACHE") or default_root)
+    pom_hash = hashlib.sha256(KAFKA_POM.read_bytes()).hexdigest()[:8]
+    return root / f"kafka-{kafka_version()}-{pom_hash}" / "libs"
+
+
+def ensure_kafka_jars() -> Path:
+    """The directory of the broker's jars, fetched by Maven the first time (about 45 MB)."""
+    libs = kafka_libs_dir()
+    if libs.is_dir():
+        return libs
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    # Parallel test workers may all arrive here; one fetches, the others wait and reuse.
+    with (libs.parent / "fetch.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not libs.is_dir():
+            for interrupted in libs.parent.glob("libs-*"):
+                shutil.rmtree(interrupted)
+            _fetch_kafka_jars(libs)
+    return libs
+
+
+def _fetch_kafka_jars(libs: Path) -> None:
+    mvn = find_program("mvn", "apt-get install -y maven")
+    staging = Path(tempfile.mkdtemp(prefix="libs-", dir=libs.parent))
+    argv = [
+        mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(KAFKA_POM),
+        "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
+    ]  # fmt: skip
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        shutil.rmtree(staging)
+        raise ServiceError(f"fetching Kafka jars failed:\n{result.stdout}{result.stderr}")
+    # Renamed into place only when complete, so an interrupted fetch is never mistaken for a cache.
+    staging.rename(libs)
+
+
+def find_java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").is_file():
+        return str(Path(java_home) / "bin" / "java")
+    return find_program("java", "apt-get install -y openjdk-17-jre-headless")
+
+
+def kafka_properties(port: int, controller_port: int, data_dir: Path) -> dict[str, str]:
+    return {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{HOST}:{controller_port}",
+        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(data_dir),
+        # One broker: every internal topic has one replica.
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        # The default 50 partitions make the first consumer group on a new broker wait for 50
+        # log creations.
+        "offsets.topic.num.partitions": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        # After a crash the restarted broker cannot register until its old session expires
+        # (default 9 s); crash tests restart the broker, so expire sooner.
+        "broker.heartbeat.interval.ms": "1000",
+        "broker.session.timeout.ms": "4000",
+    }
+
+
+def _java_argv(libs: Path, main_class: str, *args: str, jvm_opts: Sequence[str] = ()) -> list[str]:
+    return [
+        find_java(),
+        *jvm_opts,
+        f"-Dlog4j2.configurationFile={KAFKA_LOG4J2}",
+        "-cp", f"{libs}/*",
+        main_class, *args,
+    ]  # fmt: skip
+
+
+def _format_kafka_storage(libs: Path, config: Path, data_dir: Path) -> None:
+    if (data_dir / "meta.properties").is_file():
+        return
+    cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+    argv = _java_argv(
+        libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)
+    )
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ServiceError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+
+
+def start_kafka(port: int, controller_port: int, workdir: Path) -> Service:
+    """A combined broker+controller (KRaft). Data under `workdir/data` is kept across restarts."""
+    libs = ensure_kafka_jars()
+    workdir.mkdir(parents=True, exist_ok=True)
+    data_dir = workdir / "data"
+    config = workdir / "server.properties"
+    properties = kafka_properties(port, controller_port, data_dir)
+    config.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+    _format_kafka_storage(libs, config, data_dir)
+    argv = _java_argv(libs, "kafka.Kafka", str(config), jvm_opts=KAFKA_JVM_OPTS)
+    service = Service(
+        "kafka",
+        (port, controller_port),
+        workdir,
+        argv,
+        kafka_probe,
+        start_timeout=120.0,
+        stop_timeout=30.0,
+    )
+    service.start()
+    return service
+
+
+# --- processes by PID -----------------------------------------------------------------------
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time in clock ticks) of a process, or None if there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name in parentheses may contain spaces; the fixed fields follow the last ")".
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[0], int(fields[19])
+
+
+def pid_alive(pid: int) -> bool:
+    # A zombie has exited and only waits to be reaped: by us for a child, by PID 1 (whenever it
+    # gets to it) for what an earlier `up` left running.
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    # Each service leads its own process group, so this also reaches anything it forked.
+    with suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_SECONDS)
+    return True
+
+
+def terminate(pid: int, timeout: float) -> None:
+    """SIGTERM the process group led by `pid`, SIGKILL it if still there after `timeout`."""
+    if not pid_alive(pid):
+        return
+    _signal_group(pid, signal.SIGTERM)
+    if not _wait_gone(pid, timeout):
+        _signal_group(pid, signal.SIGKILL)
+        _wait_gone(pid, 5.0)
+
+
+# --- CLI ------------------------------------------------------------------------------------
+
+SERVICE_NAMES = ("mosquitto", "redis", "kafka")
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("IOTSTREAM_SERVICES_DIR") or REPO_ROOT / ".services")
+
+
+def _record_path(name: str) -> Path:
+    return state_dir() / name / "service.json"
+
+
+@dataclass(frozen=True)
+class Record:
+    """What `up` writes down about a service it leaves running, for `status` and `down`."""
+
+    pid: int
+    start_time: int
+    ports: list[int]
+    log: str
+
+    @classmethod
+    def of(cls, service: Service) -> "Record":
+        stat = _proc_stat(service.pid)
+        assert stat is not None, "a service just found ready has a /proc entry"
+        return cls(service.pid, stat[1], list(service.ports), str(service.log_path))
+
+
+def _save_record(name: str, record: Record) -> None:
+    _record_path(name).write_text(json.dumps(asdict(record), indent=2) + "\n")
+
+
+def _running_record(name: str) -> Record | None:
+    """The record of a service `up` started, if that very process still runs."""
+    try:
+        record = Record(**json.loads(_record_path(name).read_text()))
+    except FileNotFoundError:
+        return None
+    stat = _proc_stat(record.pid)
+    # A matching start time tells our process from a later one that reused the PID.
+    if stat is None or stat[0] == "Z" or stat[1] != record.start_time:
+        return None
+    return record
+
+
+def _cli_start(name: str) -> Service:
+    workdir = state_dir() / name
+    if name == "mosquitto":
+        return start_mosquitto(_env_int("IOTSTREAM_MQTT_PORT", 3123), workdir)
+    if name == "redis":
+        return start_redis(_env_int("IOTSTREAM_REDIS_PORT", 6379), workdir)
+    kafka_port = _env_int("IOTSTREAM_KAFKA_PORT", 9092)
+    controller_port = _env_int("IOTSTREAM_KAFKA_CONTROLLER_PORT", kafka_port + 1)
+    return start_kafka(kafka_port, controller_port, workdir)
+
+
+def cmd_up(names: list[str]) -> int:
+    for name in names:
+        running = _running_record(name)
+        if running is not None:
+            print(f"{name}: already running (pid {running.pid}, ports {running.ports})")
+            continue
+        if name == "kafka" and not kafka_libs_dir().is_dir():
+            print(f"kafka: fetching the Kafka {kafka_version()} jars with Maven (once) ...")
+        began = time.monotonic()
+        try:
+            service = _cli_start(name)
+        except ServiceError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        _save_record(name, Record.of(service))
+        print(
+            f"{name}: ready on {service.address} (pid {service.pid}, "
+            f"{time.monotonic() - began:.1f} s), log {service.log_path}"
+        )
+    return 0
+
+
+def cmd_down(names: list[str]) -> int:
+    for name in reversed(names):
+        running = _running_record(name)
+        if running is None:
+            print(f"{name}: not running")
+        else:
+            terminate(running.pid, 30.0)
+            print(f"{name}: stopped (pid {running.pid})")
+        _record_path(name).unlink(missing_ok=True)
+    return 0
+
+
+def cmd_status(names: list[str]) -> int:
+    all_up = True
+    for name in names:
+        running = _running_record(name)
+        if running is None:
+            all_up = False
+            print(f"{name:<10} not running")
+            continue
+        port = running.ports[0]
+        answering = "answering" if port_accepts(port) else "NOT ANSWERING"
+        print(f"{name:<10} pid {running.pid:<8} {HOST}:{port:<6} {answering:<13} {running.log}")
+    return 0 if all_up else 1
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "up": cmd_up,
+    "down": cmd_down,
+    "status": cmd_status,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("command", choices=COMMANDS)
+    parser.add_argument(
+        "services", nargs="*", help=f"any of {', '.join(SERVICE_NAMES)} (default: all)"
+    )
+    args = parser.parse_args(argv)
+    unknown = set(args.services) - set(SERVICE_NAMES)
+    if unknown:
+        parser.error(f"unknown service(s): {', '.join(sorted(unknown))}")
+    names = [name for name in SERVICE_NAMES if name in args.services] or list(SERVICE_NAMES)
+    return COMMANDS[args.command](names)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
