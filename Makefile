@@ -31,7 +31,7 @@ demo: $(VENV)/.run-installed
 
 system-packages:
 	scripts/system-packages.sh mosquitto:mosquitto mosquitto-clients:mosquitto_pub \
-		redis-server:redis-server maven:mvn openjdk-17-jre-headless:java
+		redis-server:redis-server maven:mvn openjdk-17-jre-headless:java chromium:chromium
 
 ## services: Mosquitto, Redis and Kafka (KRaft, jars from Maven Central) on loopback, for development
 services: system-packages
@@ -55,3 +55,29 @@ pytest: $(VENV)/.dev-installed
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+
+# --- the distributed stack in Docker (for machines with a Docker engine) ---------------------
+COMPOSE ?= docker compose
+.PHONY: up down logs list-topics consume-messages redis-cli
+
+.env:
+	cp .env.example .env
+
+up: .env
+	$(COMPOSE) up -d --build
+
+down:
+	$(COMPOSE) down
+
+logs:
+	$(COMPOSE) logs -f --tail=100
+
+list-topics:
+	$(COMPOSE) exec kafka /opt/kafka/bin/kafka-topics.sh --bootstrap-server localhost:9092 --describe
+
+consume-messages:
+	$(COMPOSE) exec kafka /opt/kafka/bin/kafka-console-consumer.sh --bootstrap-server localhost:9092 \
+		--topic mqtt-messages --from-beginning --property print.key=true
+
+redis-cli:
+	$(COMPOSE) exec redis redis-cli

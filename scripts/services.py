@@ -278,6 +278,10 @@ def start_mosquitto(port: int, workdir: Path) -> Service:
         "allow_anonymous true\n"
         # Run as root, mosquitto drops to its own user, which may not write here.
         "persistence false\n"
+        # A bridge acknowledges QoS 1 messages only once Kafka has them: let many be in
+        # flight, and queue them for its persistent session while it restarts.
+        "max_inflight_messages 0\n"
+        "max_queued_messages 1000000\n"
         "log_dest stderr\n"
     )
     program = find_program("mosquitto", "apt-get install -y mosquitto")

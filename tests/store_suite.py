@@ -1,6 +1,7 @@
 """The store contract, written once. A backend's test module subclasses
 ``StoreSuite`` and provides a ``store`` fixture: a started store of its own (own
-key prefix) that keeps at most ``DEADLETTER_LIMIT`` dead letters."""
+key prefix) that keeps at most ``DEADLETTER_LIMIT`` dead letters and dedupes over
+``DEDUPE_WINDOW`` readings per device."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from iotstream.models import Batch, Changes, RawMessage, Reading, Rejected
 from iotstream.store import Store
 
 DEADLETTER_LIMIT = 5
+DEDUPE_WINDOW = 8
 T0 = 1_800_000_000.0
 
 
@@ -66,12 +68,36 @@ class StoreSuite:
         assert state is not None and state["x"] == 10.0
         assert (await store.counters()).per_device == {"r1": 2}
 
-    async def test_replaying_a_batch_changes_no_state(self, store: Store) -> None:
+    async def test_replaying_a_batch_changes_nothing(self, store: Store) -> None:
         batch = Batch(readings=[reading("r1", T0 + s, x=float(s), y=0.0) for s in range(5)])
         await store.apply(batch)
-        before = await store.devices()
-        await store.apply(batch)
-        assert await store.devices() == before
+        before = (await store.devices(), await store.counters())
+        changes = await store.apply(batch)
+        assert not changes
+        assert (await store.devices(), await store.counters()) == before
+
+    async def test_only_equal_readings_are_duplicates(self, store: Store) -> None:
+        first = reading("r1", T0, x=1.0, y=1.0)
+        await store.apply(Batch(readings=[first]))
+        await store.apply(
+            Batch(
+                readings=[
+                    first,  # a redelivery: ignored
+                    reading(
+                        "r1", T0, x=2.0, y=1.0
+                    ),  # same time, other fields: a reading of its own
+                    Reading("r1", {"x": 1.0, "y": 1.0}, T0 + 1, T0 + 1),  # same fields, later
+                ]
+            )
+        )
+        assert (await store.counters()).per_device == {"r1": 3}
+
+    async def test_the_dedupe_window_is_bounded(self, store: Store) -> None:
+        old = reading("r1", T0, x=0.0, y=0.0)
+        newer = [reading("r1", T0 + s, x=float(s), y=0.0) for s in range(1, DEDUPE_WINDOW + 1)]
+        await store.apply(Batch(readings=[old, *newer]))
+        await store.apply(Batch(readings=[old]))  # fell out of the window: counted again
+        assert (await store.counters()).per_device == {"r1": DEDUPE_WINDOW + 2}
 
     async def test_counters_per_device_topic_and_reason(self, store: Store) -> None:
         await store.apply(

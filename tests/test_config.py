@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from iotstream.cli import build_parser
-from iotstream.config import load_settings, mqtt_address
+from iotstream.config import MqttEndpoint, load_settings
 from iotstream.errors import ConfigError
 
 
@@ -49,9 +49,11 @@ def test_bad_settings_are_reported(tmp_path: Path) -> None:
         load_settings(broken)
 
 
-def test_mqtt_address() -> None:
-    assert mqtt_address("mqtt://broker.lan:3123") == ("broker.lan", 3123)
-    assert mqtt_address("mqtt://broker.lan") == ("broker.lan", 1883)
+def test_mqtt_urls() -> None:
+    assert MqttEndpoint.parse("mqtt://broker.lan:3123") == MqttEndpoint("broker.lan", 3123)
+    assert MqttEndpoint.parse("mqtt://broker.lan") == MqttEndpoint("broker.lan", 1883)
+    assert MqttEndpoint.parse("mqtt://iot:s%40cret@h:1") == MqttEndpoint("h", 1, "iot", "s@cret")
+    assert str(MqttEndpoint.parse("mqtt://iot:secret@h:1")) == "mqtt://h:1"  # no password in logs
 
 
 def test_run_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from iotstream.hub import Hub
-from iotstream.models import Changes
+from iotstream.hub import Hub, View
+from iotstream.models import Batch, Changes, Reading
 from iotstream.store import MemoryStore
 
 
@@ -54,8 +54,10 @@ def update(device: str, **fields: Any) -> Changes:
     return Changes(updated=[{"deviceId": device, **fields}])
 
 
-async def connect(hub: Hub, client: FakeClient, since: int | None = None) -> asyncio.Task[None]:
-    task = asyncio.create_task(hub.serve(client.send, client.receive, since))
+async def connect(
+    hub: Hub, client: FakeClient, since: int | None = None, view: View | None = None
+) -> asyncio.Task[None]:
+    task = asyncio.create_task(hub.serve(client.send, client.receive, since, view))
     await client.wait_for(lambda f: len(f) >= 1)
     return task
 
@@ -175,3 +177,66 @@ async def test_client_messages(store: MemoryStore) -> None:
             "snapshot",
         ]
         task.cancel()
+
+
+async def test_a_view_narrows_frames_but_keeps_the_sequence(store: MemoryStore) -> None:
+    async with Hub(store, interval=0.001) as hub:
+        everything, some, area = FakeClient(), FakeClient(), FakeClient()
+        tasks = [
+            await connect(hub, everything),
+            await connect(hub, some, view=View.parse(devices="a,b")),
+            await connect(hub, area, view=View.parse(rect=[0, 0, 10, 10])),
+        ]
+        for state in ({"x": 1, "y": 1}, {"x": 50, "y": 1}):
+            for device in ("a", "c"):
+                await store.publish(update(device, **state))
+                await asyncio.sleep(0.005)
+        await store.publish(Changes(removed=["c"]))
+        for client in (everything, some, area):
+            await client.wait_for(lambda f: f[-1]["type"] == "removed")
+
+        def seen(client: FakeClient) -> list[tuple[str, int]]:
+            return [
+                (d["deviceId"], d["x"])
+                for f in client.frames()
+                if f["type"] == "update"
+                for d in f["devices"]
+            ]
+
+        assert seen(everything) == [("a", 1), ("c", 1), ("a", 50), ("c", 50)]
+        assert seen(some) == [("a", 1), ("a", 50)]
+        assert seen(area) == [("a", 1), ("c", 1)]
+        assert [f["devices"] for f in some.frames() if f["type"] == "removed"] == [[]]
+        assert [f["devices"] for f in area.frames() if f["type"] == "removed"] == [["c"]]
+        for client in (everything, some, area):
+            seqs = [f["seq"] for f in client.frames()]
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+        for t in tasks:
+            t.cancel()
+
+
+async def test_subscribe_changes_the_view_with_a_fresh_snapshot(store: MemoryStore) -> None:
+    for device, x in (("a", 1.0), ("b", 2.0)):
+        await store.apply(Batch(readings=[Reading(device, {"x": x, "y": 0.0}, 1.0, 1.0)]))
+    async with Hub(store) as hub:
+        client = FakeClient()
+        task = await connect(hub, client)
+        client.inbox.put_nowait('{"type": "subscribe", "devices": ["b"]}')
+        client.inbox.put_nowait('{"type": "subscribe", "rect": [5, 0]}')
+        await client.wait_for(lambda f: len(f) == 3)
+        first, narrowed, error = client.frames()
+        assert {d["deviceId"] for d in first["devices"]} == {"a", "b"}
+        assert narrowed["type"] == "snapshot" and [d["deviceId"] for d in narrowed["devices"]] == [
+            "b"
+        ]
+        assert error["type"] == "error" and "rect" in error["reason"]
+        task.cancel()
+
+
+def test_view_parsing_reports_what_is_wrong() -> None:
+    assert View.parse().everything
+    assert View.parse(devices="a,b").devices == {"a", "b"}
+    assert View.parse(rect="0,0,1,2").rect == (0.0, 0.0, 1.0, 2.0)
+    for devices, rect in ((5, None), (None, "1,2,3"), (None, "2,0,1,1"), (None, ["a", 1, 2, 3])):
+        with pytest.raises(ValueError):
+            View.parse(devices, rect)

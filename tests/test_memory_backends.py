@@ -11,7 +11,7 @@ from iotstream.models import Batch
 from iotstream.store import MemoryStore
 
 from .bus_suite import BusSuite, readings
-from .store_suite import DEADLETTER_LIMIT, StoreSuite
+from .store_suite import DEADLETTER_LIMIT, DEDUPE_WINDOW, StoreSuite
 
 
 class TestMemoryBus(BusSuite):
@@ -32,5 +32,7 @@ class TestMemoryBus(BusSuite):
 class TestMemoryStore(StoreSuite):
     @pytest.fixture
     async def store(self) -> AsyncIterator[MemoryStore]:
-        async with MemoryStore(deadletter_limit=DEADLETTER_LIMIT) as store:
+        async with MemoryStore(
+            deadletter_limit=DEADLETTER_LIMIT, dedupe_window=DEDUPE_WINDOW
+        ) as store:
             yield store

@@ -16,7 +16,7 @@ from . import __version__
 from .commands import PREDEFINED, CommandService
 from .errors import CommandError, InvalidCommand
 from .health import HasHealth
-from .hub import Hub
+from .hub import Hub, View, encode
 from .models import rejected_as_dict
 from .stats import RateMeter
 from .store import Store
@@ -276,10 +276,22 @@ def create_app(services: Services, cors_origins: list[str]) -> FastAPI:
         return "\n".join(lines) + "\n"
 
     @app.websocket("/coordinates")
-    async def coordinates_ws(websocket: WebSocket, since: int | None = None) -> None:
-        """Snapshot, then coalesced updates; ``?since=seq`` resumes after that frame."""
+    async def coordinates_ws(
+        websocket: WebSocket,
+        since: int | None = None,
+        devices: str | None = None,
+        rect: str | None = None,
+    ) -> None:
+        """Snapshot, then coalesced updates. ``?since=seq`` resumes after that frame;
+        ``?devices=a,b`` or ``?rect=x_min,y_min,x_max,y_max`` narrow what is sent."""
         await websocket.accept()
+        try:
+            view = View.parse(devices, rect)
+        except ValueError as exc:
+            await websocket.send_text(encode({"type": "error", "reason": str(exc)}))
+            await websocket.close(code=1008, reason=str(exc)[:120])
+            return
         with contextlib.suppress(WebSocketDisconnect):
-            await services.hub.serve(websocket.send_text, websocket.receive_text, since)
+            await services.hub.serve(websocket.send_text, websocket.receive_text, since, view)
 
     return app

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import Settings, load_settings, mqtt_address
+from .config import MqttEndpoint, Settings, load_settings
 from .errors import IotstreamError
 
 
@@ -28,8 +28,8 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def _run(args: argparse.Namespace) -> None:
-    from .server import serve
+def _serve(args: argparse.Namespace) -> None:
+    from .server import EMBEDDED, serve
 
     overrides = {name: getattr(args, name) for name in Settings.model_fields}
     settings = load_settings(args.config, **overrides)
@@ -39,16 +39,17 @@ def _run(args: argparse.Namespace) -> None:
     if settings.log_level != "debug":
         # gmqtt reports every connect and subscribe at INFO.
         logging.getLogger("gmqtt").setLevel(logging.WARNING)
-    asyncio.run(serve(settings))
+    roles = EMBEDDED if args.command == "run" else frozenset({args.command})
+    asyncio.run(serve(settings, roles))
 
 
 def _simulate(args: argparse.Namespace) -> None:
     from .simulator import Fleet, simulate
 
-    host, port = mqtt_address(args.mqtt_url)
+    endpoint = MqttEndpoint.parse(args.mqtt_url)
     fleet = Fleet(args.devices, seed=args.seed)
     print(f"simulating {args.devices} robots at {args.rate} Hz on {args.mqtt_url}", flush=True)
-    asyncio.run(simulate(fleet, host, port, args.rate, args.duration))
+    asyncio.run(simulate(fleet, endpoint, args.rate, args.duration))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,15 +58,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser(
-        "run",
-        help="the embedded server: broker, pipeline, API, WebSocket and dashboard",
-        description="Start the whole system in one process. Every option can also be set "
-        "as an IOTSTREAM_* environment variable or in a TOML file (--config); "
-        "flags beat the environment, which beats the file.",
+    layering = (
+        "Every option can also be set as an IOTSTREAM_* environment variable or in a TOML "
+        "file (--config); flags beat the environment, which beats the file."
     )
-    _add_settings_flags(run)
-    run.set_defaults(handler=_run)
+    roles = {
+        "run": "Start the whole system in one process: broker, pipeline, API and WebSocket. "
+        "With --kafka-bootstrap and --redis-url it runs every role on those engines.",
+        "bridge": "MQTT to Kafka: needs --mqtt-url and --kafka-bootstrap. A QoS 1 message is "
+        "acknowledged only after Kafka confirmed it.",
+        "processor": "Kafka to Redis: needs --kafka-bootstrap and --redis-url. Offsets are "
+        "committed after the Redis writes.",
+        "api": "REST, WebSocket and commands served from Redis: needs --redis-url and --mqtt-url.",
+    }
+    for name, description in roles.items():
+        role = commands.add_parser(
+            name, help=description.split(":")[0], description=f"{description} {layering}"
+        )
+        _add_settings_flags(role)
+        role.set_defaults(handler=_serve)
 
     sim = commands.add_parser("simulate", help="publish smooth robot paths over MQTT")
     sim.add_argument("--devices", type=int, default=20, help="number of robots (default: 20)")

@@ -52,9 +52,7 @@ class CommandService:
     def send(self, device_id: str, command: str) -> CommandReceipt:
         validate(device_id, command)
         if not self.connection.connected.is_set():
-            raise CommandError(
-                f"the MQTT broker at {self.connection.host}:{self.connection.port} is not reachable"
-            )
+            raise CommandError(f"the MQTT broker at {self.connection.endpoint} is not reachable")
         topic = command_topic(device_id)
         self.connection.publish(topic, command.encode(), qos=COMMAND_QOS)
         self.sent += 1

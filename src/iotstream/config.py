@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -47,6 +48,42 @@ class Settings(BaseSettings):
     )
     max_payload: int = Field(
         64 * 1024, ge=1, description="largest accepted MQTT payload in bytes; larger is rejected"
+    )
+
+    mqtt_client_id: str | None = Field(
+        None,
+        description="fixed MQTT client id of the ingest; with it the session persists "
+        "(clean session off) so the broker keeps messages while the bridge is away",
+    )
+    mqtt_share_group: str | None = Field(
+        None,
+        description="subscribe as $share/<group>/<topic> so several bridges split the stream",
+    )
+
+    # Distributed mode
+    kafka_bootstrap: str | None = Field(
+        None, description="Kafka bootstrap servers (host:port,...); the bus is Kafka when set"
+    )
+    kafka_topic: str = Field("mqtt-messages", description="Kafka topic of the message log")
+    kafka_partitions: int = Field(
+        100, ge=1, description="partitions of the Kafka topic when iotstream creates it"
+    )
+    kafka_replication_factor: int = Field(
+        1, ge=1, description="replication factor of the Kafka topics when iotstream creates them"
+    )
+    kafka_retention_ms: int | None = Field(
+        None, ge=1, description="retention of the Kafka topics in ms (default: the broker's)"
+    )
+    kafka_group: str = Field("iotstream-processor", description="consumer group of the processors")
+    redis_url: str | None = Field(
+        None, description="Redis URL (redis://host:port/db); the store is Redis when set"
+    )
+    redis_prefix: str = Field("iotstream", description="prefix of every Redis key and channel")
+    redis_dedupe_window: int = Field(
+        64,
+        ge=0,
+        description="readings per device remembered in Redis so a replayed or redelivered "
+        "reading is not counted twice",
     )
 
     # HTTP and WebSocket
@@ -97,7 +134,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         if value is not None:
-            mqtt_address(value)
+            MqttEndpoint.parse(value)
         return value
 
     @classmethod
@@ -114,12 +151,30 @@ class Settings(BaseSettings):
         return (init_settings, env_settings)
 
 
-def mqtt_address(url: str) -> tuple[str, int]:
-    """``(host, port)`` of an ``mqtt://host:port`` URL (port 1883 when absent)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise ValueError(f"expected mqtt://host:port, got {url!r}")
-    return parts.hostname, parts.port or 1883
+@dataclass(frozen=True, slots=True)
+class MqttEndpoint:
+    """Where an MQTT client connects, with optional credentials."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> MqttEndpoint:
+        """``mqtt://[user[:password]@]host[:port]`` (port 1883 when absent)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ValueError(f"expected mqtt://host:port, got {url!r}")
+        return cls(
+            parts.hostname,
+            parts.port or 1883,
+            unquote(parts.username) if parts.username else None,
+            unquote(parts.password) if parts.password else None,
+        )
+
+    def __str__(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:

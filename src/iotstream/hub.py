@@ -6,6 +6,10 @@ carries the ``seq`` of the last broadcast it already contains, so a client's
 next frame is ``seq + 1``. Each broadcast frame is encoded once and the same
 string goes to every client.
 
+A client may narrow what it sees to a set of devices or a rectangle of the
+plane (a ``View``); it still gets every frame, so ``seq`` stays contiguous, but
+with only the devices in its view, encoded for it alone.
+
 Changes are coalesced per device: the first change after a quiet period goes
 out at once, later ones at most every ``interval`` seconds. Each client has a
 bounded queue; a client that falls behind loses its backlog and is sent a
@@ -18,6 +22,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -33,17 +38,80 @@ Send = Callable[[str], Awaitable[None]]
 Receive = Callable[[], Awaitable[str]]
 
 HISTORY = 1024
+CLIENT_MESSAGES = (
+    'expected {"type": "ping"}, {"type": "snapshot"} or '
+    '{"type": "subscribe", "devices": [...], "rect": [x_min, y_min, x_max, y_max]}'
+)
 
 
 def encode(frame: dict[str, Any]) -> str:
     return orjson.dumps(frame).decode()
 
 
+@dataclass(frozen=True, slots=True)
+class View:
+    """The part of the fleet a client watches: some devices, a rectangle, or (empty) all."""
+
+    devices: frozenset[str] | None = None
+    rect: tuple[float, float, float, float] | None = None
+    """``(x_min, y_min, x_max, y_max)`` in metres."""
+
+    @classmethod
+    def parse(cls, devices: Any = None, rect: Any = None) -> View:
+        """A view from a subscribe message or query parameters; ``ValueError`` says why not."""
+        if isinstance(devices, str):
+            devices = [d for d in devices.split(",") if d]
+        if isinstance(rect, str):
+            rect = rect.split(",")
+        if devices is not None and (
+            not isinstance(devices, list) or not all(isinstance(d, str) for d in devices)
+        ):
+            raise ValueError("'devices' must be a list of device ids")
+        if rect is not None:
+            try:
+                x0, y0, x1, y1 = (float(v) for v in rect)
+            except (TypeError, ValueError):
+                raise ValueError("'rect' must be [x_min, y_min, x_max, y_max]") from None
+            if not (x0 <= x1 and y0 <= y1):
+                raise ValueError("'rect' must have x_min <= x_max and y_min <= y_max")
+            rect = (x0, y0, x1, y1)
+        return cls(frozenset(devices) if devices is not None else None, rect)
+
+    @property
+    def everything(self) -> bool:
+        return self.devices is None and self.rect is None
+
+    def _shows(self, state: DeviceState) -> bool:
+        if self.devices is not None and state[DEVICE_ID] not in self.devices:
+            return False
+        if self.rect is not None:
+            x, y = state.get("x"), state.get("y")
+            if x is None or y is None:
+                return False
+            x0, y0, x1, y1 = self.rect
+            return bool(x0 <= x <= x1 and y0 <= y <= y1)
+        return True
+
+    def narrow(self, kind: str, devices: list[Any]) -> list[Any]:
+        if kind == "removed":
+            # A device that left may have been inside the rectangle: always say so.
+            return [d for d in devices if self.devices is None or d in self.devices]
+        return [d for d in devices if self._shows(d)]
+
+
+def _for_view(view: View | None, seq: int, kind: str, devices: list[Any], frame: str) -> str:
+    """The shared frame, or one cut down and encoded for a client's view."""
+    if view is None:
+        return frame
+    return encode({"type": kind, "seq": seq, "devices": view.narrow(kind, devices)})
+
+
 class Subscriber:
     """One connected client: its queue of ``(seq, frame)``; seq ``None`` marks a control frame."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, view: View | None = None) -> None:
         self.limit = limit
+        self.view = view if view is not None and not view.everything else None
         self.queue: deque[tuple[int | None, str]] = deque()
         self.ready = asyncio.Event()
         self.needs_snapshot = True
@@ -69,7 +137,7 @@ class Hub(Component):
         self.seq = 0
         self.frames = 0
         self.subscribers: set[Subscriber] = set()
-        self._history: deque[tuple[int, str]] = deque(maxlen=HISTORY)
+        self._history: deque[tuple[int, str, list[Any], str]] = deque(maxlen=HISTORY)
         self._updated: dict[str, DeviceState] = {}
         self._removed: set[str] = set()
         self._last_flush = 0.0
@@ -113,11 +181,11 @@ class Hub(Component):
         self.seq += 1
         self.frames += 1
         frame = encode({"type": kind, "seq": self.seq, "devices": devices})
-        self._history.append((self.seq, frame))
+        self._history.append((self.seq, kind, devices, frame))
         for subscriber in self.subscribers:
-            subscriber.offer(self.seq, frame)
+            subscriber.offer(self.seq, _for_view(subscriber.view, self.seq, kind, devices, frame))
 
-    def _backlog(self, since: int) -> list[str] | None:
+    def _backlog(self, since: int, view: View | None) -> list[str] | None:
         """The frames broadcast after ``since``, or ``None`` when history does not reach back."""
         if since > self.seq:
             return None
@@ -125,19 +193,25 @@ class Hub(Component):
             return []
         if not self._history or self._history[0][0] > since + 1:
             return None
-        return [frame for seq, frame in self._history if seq > since]
+        return [
+            _for_view(view, seq, kind, devices, frame)
+            for seq, kind, devices, frame in self._history
+            if seq > since
+        ]
 
     # -- per-client side ------------------------------------------------
 
-    async def serve(self, send: Send, receive: Receive, since: int | None = None) -> None:
+    async def serve(
+        self, send: Send, receive: Receive, since: int | None = None, view: View | None = None
+    ) -> None:
         """Feed one client until its connection ends (``receive`` or ``send`` raising).
 
         With ``since`` (the last seq the client saw), the frames it missed are
         replayed when the history reaches back that far; otherwise it starts
         with a snapshot.
         """
-        subscriber = Subscriber(self.client_buffer)
-        backlog = self._backlog(since) if since is not None else None
+        subscriber = Subscriber(self.client_buffer, view)
+        backlog = self._backlog(since, subscriber.view) if since is not None else None
         if backlog is not None:
             subscriber.needs_snapshot = False
         # No await between taking the backlog and registering: no frame falls between.
@@ -171,6 +245,8 @@ class Hub(Component):
         subscriber.queue = deque(
             item for item in subscriber.queue if item[0] is None or item[0] > seq
         )
+        if subscriber.view is not None:
+            devices = subscriber.view.narrow("snapshot", devices)
         await send(encode({"type": "snapshot", "seq": seq, "devices": devices}))
 
     async def _read(self, subscriber: Subscriber, receive: Receive) -> None:
@@ -186,11 +262,19 @@ class Hub(Component):
             elif kind == "snapshot":
                 subscriber.needs_snapshot = True
                 subscriber.ready.set()
+            elif kind == "subscribe":
+                try:
+                    view = View.parse(message.get("devices"), message.get("rect"))
+                except ValueError as exc:
+                    subscriber.offer(None, encode({"type": "error", "reason": str(exc)}))
+                    continue
+                subscriber.view = None if view.everything else view
+                # Frames already queued were cut for the old view: start over from a snapshot.
+                subscriber.queue.clear()
+                subscriber.needs_snapshot = True
+                subscriber.ready.set()
             else:
-                subscriber.offer(
-                    None,
-                    encode({"type": "error", "reason": 'expected {"type": "ping" | "snapshot"}'}),
-                )
+                subscriber.offer(None, encode({"type": "error", "reason": CLIENT_MESSAGES}))
 
     # -- lifecycle ------------------------------------------------------
 

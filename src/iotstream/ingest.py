@@ -3,6 +3,10 @@
 The MQTT callback only appends to a list; one flusher task parses whatever has
 accumulated and publishes it as one batch. Under load, batches grow by
 themselves while the flusher awaits the bus, so no timer is needed.
+
+With ``ack_after_publish`` (the bridge), a QoS 1 message is acknowledged to the
+broker only once the batch holding it is on the bus: a bridge killed mid-stream
+leaves its unacknowledged messages with the broker, which delivers them again.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import time
 from typing import Any
 
 from .bus import Bus
+from .config import MqttEndpoint
+from .errors import BusError
 from .health import Health
 from .lifecycle import Component
 from .mqtt import MqttConnection
@@ -22,16 +28,39 @@ from .parser import Parser
 log = logging.getLogger(__name__)
 
 
+MAX_BACKOFF = 5.0
+
+
 class Ingest(Component):
     def __init__(
-        self, host: str, port: int, topics: list[str], qos: int, parser: Parser, bus: Bus
+        self,
+        endpoint: MqttEndpoint,
+        topics: list[str],
+        qos: int,
+        parser: Parser,
+        bus: Bus,
+        *,
+        ack_after_publish: bool = False,
+        client_id: str | None = None,
+        share_group: str | None = None,
     ) -> None:
         self.parser = parser
         self.bus = bus
         self.received = 0
+        self.bus_failures = 0
+        if share_group:
+            topics = [f"$share/{share_group}/{topic}" for topic in topics]
         self.connection = MqttConnection(
-            host, port, "ingest", subscriptions=topics, qos=qos, on_message=self._on_message
+            endpoint,
+            "ingest",
+            subscriptions=topics,
+            qos=qos,
+            on_message=self._on_message_acked if ack_after_publish else self._on_message,
+            client_id=client_id,
+            clean_session=client_id is None,
+            acknowledge_on_receipt=not ack_after_publish,
         )
+        self._published: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending: list[tuple[str, bytes, float]] = []
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -46,9 +75,20 @@ class Ingest(Component):
         self._wakeup.set()
         return 0
 
+    async def _on_message_acked(
+        self, client: Any, topic: str | bytes, payload: bytes, qos: int, properties: Any
+    ) -> int:
+        published = self._published
+        self._on_message(client, topic, payload, qos, properties)
+        # gmqtt sends the PUBACK when this returns.
+        await asyncio.shield(published)
+        return 0
+
     async def _flush(self) -> None:
         messages, self._pending = self._pending, []
+        published, self._published = self._published, asyncio.get_running_loop().create_future()
         if not messages:
+            published.set_result(None)
             return
         self.received += len(messages)
         batch = self.parser.parse_batch(messages)
@@ -64,7 +104,18 @@ class Ingest(Component):
                     rejected.detail,
                     rejected.reason,
                 )
-        await self.bus.publish(batch)
+        backoff = 0.1
+        while True:
+            try:
+                await self.bus.publish(batch)
+                break
+            except BusError as exc:
+                # Nothing is acknowledged meanwhile: the broker keeps what it handed over.
+                self.bus_failures += 1
+                log.error("bus refused a batch of %d, retrying: %s", len(batch), exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+        published.set_result(None)
 
     async def _flush_forever(self) -> None:
         while True:

@@ -6,18 +6,19 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gmqtt import Client
 from gmqtt.mqtt.constants import MQTTv311
 
+from .config import MqttEndpoint
 from .health import Health
 from .lifecycle import Component
 
 log = logging.getLogger(__name__)
 
-OnMessage = Callable[[Any, str, bytes, int, dict[str, Any]], int | None]
+OnMessage = Callable[..., int | Awaitable[int] | None]
 
 
 class MqttConnection(Component):
@@ -25,8 +26,7 @@ class MqttConnection(Component):
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        endpoint: MqttEndpoint,
         name: str,
         *,
         subscriptions: list[str] | None = None,
@@ -34,17 +34,24 @@ class MqttConnection(Component):
         on_message: OnMessage | None = None,
         client_id: str | None = None,
         clean_session: bool = True,
+        acknowledge_on_receipt: bool = True,
     ) -> None:
-        self.host = host
-        self.port = port
+        self.endpoint = endpoint
         self.name = name
         self.subscriptions = subscriptions or []
         self.qos = qos
         self.client_id = client_id or f"iotstream-{name}-{uuid.uuid4().hex[:8]}"
         self.connected = asyncio.Event()
         self.disconnects = 0
-        self.client = Client(self.client_id, clean_session=clean_session)
+        # Without acknowledge_on_receipt, an async on_message's return sends the PUBACK.
+        self.client = Client(
+            self.client_id,
+            clean_session=clean_session,
+            optimistic_acknowledgement=acknowledge_on_receipt,
+        )
         self.client.set_config({"reconnect_retries": -1, "reconnect_delay": 1})
+        if endpoint.username is not None:
+            self.client.set_auth_credentials(endpoint.username, endpoint.password)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         if on_message is not None:
@@ -56,7 +63,7 @@ class MqttConnection(Component):
         for topic in self.subscriptions:
             client.subscribe(topic, qos=self.qos)
         self.connected.set()
-        log.info("%s connected to mqtt://%s:%s", self.name, self.host, self.port)
+        log.info("%s connected to %s", self.name, self.endpoint)
 
     def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
         if self.connected.is_set() and not self._closing:
@@ -69,12 +76,12 @@ class MqttConnection(Component):
         delay = 0.2
         while True:
             try:
-                await self.client.connect(self.host, self.port, keepalive=30, version=MQTTv311)
+                await self.client.connect(
+                    self.endpoint.host, self.endpoint.port, keepalive=30, version=MQTTv311
+                )
                 return
             except (TimeoutError, OSError) as exc:
-                log.warning(
-                    "%s cannot reach mqtt://%s:%s (%s)", self.name, self.host, self.port, exc
-                )
+                log.warning("%s cannot reach %s (%s)", self.name, self.endpoint, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
@@ -96,7 +103,12 @@ class MqttConnection(Component):
     def publish(self, topic: str, payload: bytes | str, qos: int = 0) -> None:
         self.client.publish(topic, payload, qos=qos)
 
+    async def drain(self) -> None:
+        """Wait until the broker acknowledged every QoS 1/2 message published so far."""
+        # gmqtt keeps unacknowledged messages in its storage and has no public wait for it.
+        await self.client._persistent_storage.wait_empty()
+
     def health(self) -> Health:
         if self.connected.is_set():
-            return Health(True, f"connected to mqtt://{self.host}:{self.port}")
-        return Health(False, f"not connected to mqtt://{self.host}:{self.port}")
+            return Health(True, f"connected to {self.endpoint}")
+        return Health(False, f"not connected to {self.endpoint}")

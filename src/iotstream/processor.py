@@ -11,7 +11,7 @@ import logging
 import time
 
 from .bus import Bus
-from .errors import StoreError
+from .errors import BusError, StoreError
 from .health import Health
 from .lifecycle import Component, cancel_all, crashed, spawn
 from .models import Batch, Changes
@@ -40,6 +40,7 @@ class Processor(Component):
         self.max_batch = max_batch
         self.processed = 0
         self.store_failures = 0
+        self.bus_failures = 0
         self._store_down: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -66,11 +67,19 @@ class Processor(Component):
     async def _consume(self) -> None:
         async with await self.bus.consumer(self.group) as consumer:
             while True:
-                batch = await consumer.poll(self.max_batch, timeout=1.0)
-                if not batch:
+                try:
+                    batch = await consumer.poll(self.max_batch, timeout=1.0)
+                    if not batch:
+                        continue
+                    await self._apply(batch)
+                    await consumer.commit()
+                except BusError as exc:
+                    # Uncommitted batches come back from the bus; the store takes them again
+                    # without counting them twice, so going on is safe.
+                    self.bus_failures += 1
+                    log.error("bus error, carrying on: %s", exc)
+                    await asyncio.sleep(1.0)
                     continue
-                await self._apply(batch)
-                await consumer.commit()
                 self.processed += len(batch)
 
     async def _expire(self, ttl: float) -> None:

@@ -1,4 +1,5 @@
-"""``iotstream run``: the embedded server, every part of the pipeline in one process."""
+"""Starting and stopping the roles of iotstream: the embedded server runs them all in one
+process; the distributed mode runs each as its own process."""
 
 from __future__ import annotations
 
@@ -6,16 +7,20 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
+from typing import Literal
 
 import uvicorn
+from fastapi import FastAPI
 
 from .api import Services, create_app
 from .broker import connect_host, create_broker
 from .bus import create_bus
 from .commands import CommandService
-from .config import Settings, mqtt_address
+from .config import MqttEndpoint, Settings
+from .errors import ConfigError
 from .health import HasHealth
 from .hub import Hub
 from .ingest import Ingest
@@ -39,23 +44,12 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _stop_on_signals(server: uvicorn.Server) -> None:
-    def stop() -> None:
-        if server.should_exit:
-            server.force_exit = True
-        server.should_exit = True
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
-
-
-def _banner(settings: Settings, mqtt_host: str, mqtt_port: int) -> str:
+def _banner(settings: Settings, endpoint: MqttEndpoint) -> str:
     http = f"http://{connect_host(settings.http_host)}:{settings.http_port}"
     lines = [
         f"iotstream is running: API {http}/api , Swagger UI {http}/docs",
         f"  WebSocket  ws://{connect_host(settings.http_host)}:{settings.http_port}/coordinates",
-        f"  MQTT       mqtt://{mqtt_host}:{mqtt_port}  (publish to sensors/<id>/coordinates)",
+        f"  MQTT       {endpoint}  (publish to sensors/<id>/coordinates)",
     ]
     if settings.mqtt_url is None and settings.mqtt_host == "127.0.0.1":
         lines.append("  MQTT listens on loopback only; --mqtt-host 0.0.0.0 opens it to the network")
@@ -64,77 +58,115 @@ def _banner(settings: Settings, mqtt_host: str, mqtt_port: int) -> str:
     return "\n".join(lines)
 
 
-async def serve(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM, then stop every part in reverse order."""
+Role = Literal["broker", "bridge", "processor", "api"]
+EMBEDDED: frozenset[Role] = frozenset({"broker", "bridge", "processor", "api"})
+
+
+def _stop_event() -> asyncio.Event:
+    """Set by the first SIGINT/SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def serve(settings: Settings, roles: frozenset[Role] = EMBEDDED) -> None:
+    """Run ``roles`` in this process until SIGINT/SIGTERM, then stop them in reverse order.
+
+    ``iotstream run`` is every role; ``bridge``, ``processor`` and ``api`` are one each,
+    for the distributed mode where each scales on its own.
+    """
+    stop = _stop_event()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as stack:
         components: dict[str, HasHealth] = {}
-        broker = create_broker(settings)
+        broker = create_broker(settings) if "broker" in roles else None
         if broker is not None:
             await stack.enter_async_context(broker)
             components["broker"] = broker
-            mqtt_host, mqtt_port = connect_host(broker.host), broker.port
+            endpoint = MqttEndpoint(connect_host(broker.host), broker.port)
         else:
-            assert settings.mqtt_url is not None
-            mqtt_host, mqtt_port = mqtt_address(settings.mqtt_url)
+            if settings.mqtt_url is None:
+                raise ConfigError("--mqtt-url is needed to reach the MQTT broker")
+            endpoint = MqttEndpoint.parse(settings.mqtt_url)
 
-        bus = await stack.enter_async_context(create_bus(settings))
-        store = await stack.enter_async_context(create_store(settings))
-        hub = await stack.enter_async_context(
-            Hub(store, interval=settings.ws_interval, client_buffer=settings.ws_client_buffer)
-        )
-        processor = await stack.enter_async_context(
-            Processor(bus, store, device_ttl=settings.device_ttl)
-        )
-        ingest = await stack.enter_async_context(
-            Ingest(
-                mqtt_host,
-                mqtt_port,
-                settings.mqtt_topics,
-                settings.mqtt_qos,
-                Parser(settings.max_payload),
-                bus,
+        bus = store = hub = None
+        if roles & {"bridge", "processor"}:
+            bus = await stack.enter_async_context(create_bus(settings))
+            components["bus"] = bus
+        if roles & {"processor", "api"}:
+            store = await stack.enter_async_context(create_store(settings))
+            components["store"] = store
+        if "api" in roles:
+            assert store is not None
+            hub = await stack.enter_async_context(
+                Hub(store, interval=settings.ws_interval, client_buffer=settings.ws_client_buffer)
             )
-        )
-        command_link = await stack.enter_async_context(
-            MqttConnection(mqtt_host, mqtt_port, "commands")
-        )
-        if broker is None:
-            components["broker"] = ingest.connection
-        components.update(
-            ingest=ingest,
-            bus=bus,
-            processor=processor,
-            store=store,
-            hub=hub,
-            commands=command_link,
-        )
+            components["hub"] = hub
+        if "processor" in roles:
+            assert bus is not None and store is not None
+            components["processor"] = await stack.enter_async_context(
+                Processor(bus, store, group=settings.kafka_group, device_ttl=settings.device_ttl)
+            )
+        if "bridge" in roles:
+            assert bus is not None
+            durable = settings.kafka_bootstrap is not None
+            ingest = await stack.enter_async_context(
+                Ingest(
+                    endpoint,
+                    settings.mqtt_topics,
+                    settings.mqtt_qos,
+                    Parser(settings.max_payload),
+                    bus,
+                    ack_after_publish=durable,
+                    client_id=settings.mqtt_client_id
+                    or (f"iotstream-bridge-{socket.gethostname()}" if durable else None),
+                    share_group=settings.mqtt_share_group,
+                )
+            )
+            components["ingest"] = ingest
+            components.setdefault("broker", ingest.connection)
 
-        rates = RateMeter(store)
-        tasks = [spawn(rates.run(), "rates")]
+        tasks: list[asyncio.Task[None]] = []
+        stack.push_async_callback(cancel_all, tasks)
         if settings.simulate:
             fleet = Fleet(settings.simulate, seed=1)
-            tasks.append(
-                spawn(simulate(fleet, mqtt_host, mqtt_port, settings.simulate_rate), "simulator")
-            )
-        stack.push_async_callback(cancel_all, tasks)
-
+            tasks.append(spawn(simulate(fleet, endpoint, settings.simulate_rate), "simulator"))
+        if hub is None:
+            log.info("iotstream %s running; stop with Ctrl-C", " + ".join(sorted(roles)))
+            await stop.wait()
+            return
+        assert store is not None
+        command_link = await stack.enter_async_context(MqttConnection(endpoint, "commands"))
+        components["commands"] = command_link
+        components.setdefault("broker", command_link)
+        rates = RateMeter(store)
+        tasks.append(spawn(rates.run(), "rates"))
         services = Services(store, hub, CommandService(command_link), rates, components)
-        app = create_app(services, settings.cors_origins)
-        config = uvicorn.Config(
-            app,
-            host=settings.http_host,
-            port=settings.http_port,
-            log_level="warning",
-            ws_ping_interval=settings.ws_ping_interval,
-            ws_ping_timeout=settings.ws_ping_interval,
-            lifespan="off",
-        )
-        server = _Server(config)
-        _stop_on_signals(server)
-        server_task = asyncio.ensure_future(server.serve())
-        while not server.started and not server_task.done():  # noqa: ASYNC110 - uvicorn only has a flag
-            await asyncio.sleep(0.02)
-        if server.started:
-            print(_banner(settings, mqtt_host, mqtt_port), flush=True)
-        await server_task
+        await _serve_http(settings, create_app(services, settings.cors_origins), stop, endpoint)
+
+
+async def _serve_http(
+    settings: Settings, app: FastAPI, stop: asyncio.Event, endpoint: MqttEndpoint
+) -> None:
+    config = uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="warning",
+        ws_ping_interval=settings.ws_ping_interval,
+        ws_ping_timeout=settings.ws_ping_interval,
+        lifespan="off",
+    )
+    server = _Server(config)
+    serving = asyncio.ensure_future(server.serve())
+    stopping = asyncio.ensure_future(stop.wait())
+    while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn only has a flag
+        await asyncio.sleep(0.02)
+    if server.started:
+        print(_banner(settings, endpoint), flush=True)
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    stopping.cancel()
+    await serving

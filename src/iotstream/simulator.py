@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from .config import MqttEndpoint
 from .mqtt import MqttConnection
 
 FLOOR = (60.0, 40.0)  # metres: a warehouse floor
@@ -82,11 +83,11 @@ class Fleet:
 
 
 async def simulate(
-    fleet: Fleet, host: str, port: int, rate: float, duration: float | None = None
+    fleet: Fleet, endpoint: MqttEndpoint, rate: float, duration: float | None = None
 ) -> None:
     """Publish every robot ``rate`` times per second, for ``duration`` seconds or forever."""
     period = 1.0 / rate
-    async with MqttConnection(host, port, "simulator") as link:
+    async with MqttConnection(endpoint, "simulator") as link:
         await link.connected.wait()
         loop = asyncio.get_running_loop()
         started = next_tick = loop.time()

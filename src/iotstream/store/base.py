@@ -6,8 +6,12 @@ Contract, shared by every backend and checked by ``tests/store_suite.py``:
   the device's, unless its device timestamp is older than the stored one (then
   only the counters and the last-seen time move). It counts messages per
   device, per raw topic and per rejection reason, and keeps the newest
-  rejected messages. It returns what changed; applying the same batch again
-  changes nothing a reader can see except the counters.
+  rejected messages. It returns what changed.
+- With a ``dedupe_window`` of N, a reading equal to one of the device's last N
+  readings (same device timestamp, same fields) is a duplicate and is ignored,
+  counters included: replays after a processor crash and broker redeliveries
+  after a bridge crash are not counted twice. Readings without a device
+  timestamp carry their receive time, so only replays of the same record match.
 - ``publish`` sends a ``Changes`` to every ``subscribe``-r, in order.
 - ``expire`` removes devices not seen since a time and returns their ids.
 """

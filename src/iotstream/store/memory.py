@@ -8,13 +8,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from ..health import Health
-from ..models import Batch, Changes, DeviceState, Rejected
+from ..models import Batch, Changes, DeviceState, Reading, Rejected
 from .base import Counters, Store, merge
 
 
 class MemoryStore(Store):
-    def __init__(self, deadletter_limit: int = 1000) -> None:
+    def __init__(self, deadletter_limit: int = 1000, dedupe_window: int = 0) -> None:
         self._states: dict[str, DeviceState] = {}
+        # Nothing replays in one process, so the embedded server runs with no window.
+        self.dedupe_window = dedupe_window
+        self._recent: dict[str, deque[tuple[float, dict[str, object]]]] = {}
         self._last_seen: dict[str, float] = {}
         self._counters = Counters()
         self._deadletters: deque[Rejected] = deque(maxlen=deadletter_limit)
@@ -31,8 +34,12 @@ class MemoryStore(Store):
         states, last_seen, counters = self._states, self._last_seen, self._counters
         per_device = counters.per_device
         changed: dict[str, DeviceState] = {}
+        counted = 0
         for reading in batch.readings:
             device_id = reading.device_id
+            if self.dedupe_window and self._seen(reading):
+                continue
+            counted += 1
             per_device[device_id] = per_device.get(device_id, 0) + 1
             last_seen[device_id] = reading.received_at
             state = merge(
@@ -44,7 +51,7 @@ class MemoryStore(Store):
             )
             if state is not None:
                 states[device_id] = changed[device_id] = state
-        counters.readings += len(batch.readings)
+        counters.readings += counted
         for raw in batch.raw:
             counters.per_topic[raw.topic] = counters.per_topic.get(raw.topic, 0) + 1
         counters.raw += len(batch.raw)
@@ -53,6 +60,17 @@ class MemoryStore(Store):
         counters.rejected += len(batch.rejected)
         self._deadletters.extend(batch.rejected)
         return Changes(updated=list(changed.values()))
+
+    def _seen(self, reading: Reading) -> bool:
+        """Whether the reading repeats a recent one; remembers it when not."""
+        recent = self._recent.get(reading.device_id)
+        if recent is None:
+            recent = self._recent[reading.device_id] = deque(maxlen=self.dedupe_window)
+        key = (reading.timestamp, reading.fields)
+        if key in recent:
+            return True
+        recent.append(key)
+        return False
 
     async def devices(self) -> list[DeviceState]:
         return list(self._states.values())
@@ -75,6 +93,7 @@ class MemoryStore(Store):
         for device_id in gone:
             del self._last_seen[device_id]
             self._states.pop(device_id, None)
+            self._recent.pop(device_id, None)
         return gone
 
     async def publish(self, changes: Changes) -> None:

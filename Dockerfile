@@ -1,0 +1,11 @@
+# iotstream with the Kafka and Redis extras: one image for every role (run, bridge, processor, api).
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install --no-cache-dir '.[kafka,redis]' && mkdir /data && chown nobody /data
+ENV IOTSTREAM_DATA_DIR=/data
+USER nobody
+EXPOSE 8081
+ENTRYPOINT ["iotstream"]
+CMD ["run", "--http-host", "0.0.0.0", "--mqtt-host", "0.0.0.0"]

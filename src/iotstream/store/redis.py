@@ -1,0 +1,510 @@
+"""The distributed store: latest state, counters and change fan-out in Redis (6.2 or later).
+
+Several processors may ``apply`` at once and several API instances read and
+subscribe; every instance with the same ``prefix`` sees the same store.
+
+Key layout (``{prefix}`` defaults to ``iotstream``)::
+
+    {prefix}:state          hash    device id -> latest state, a JSON object
+    {prefix}:lastseen       zset    device id, scored by its newest receive time (for expire)
+    {prefix}:recent         hash    device id -> fingerprints of its last ``dedupe_window``
+                                    readings, 16 bytes each, oldest first
+    {prefix}:count:device   hash    device id -> readings counted
+    {prefix}:count:topic    hash    raw topic -> messages counted
+    {prefix}:count:reason   hash    rejection reason -> messages counted
+    {prefix}:totals         hash    readings / raw / rejected -> messages counted
+    {prefix}:deadletters    list    newest first, at most ``deadletter_limit``; each item is a
+                                    JSON header line (topic, reason, detail, size, receivedAt),
+                                    a line feed, then the payload bytes exactly as received
+    {prefix}:changes        channel pub/sub of {"updated": [states...], "removed": [ids...]}
+
+Writes: ``apply`` is one EVALSHA per batch, with the whole batch as arguments,
+so a batch is deduplicated, merged and counted atomically, and concurrent
+writers and replays cannot interleave inside it. Redis's Lua ``cjson`` keeps
+14 significant digits and turns ``1.0`` into ``1`` and ``[]`` into ``{}``, so
+Lua never decodes a value: Python encodes each field as a ``"key":value`` JSON
+member with orjson, and the script only compares timestamps (``tonumber`` of
+the exact text) and joins members. A stored state is written only by that
+script, one member per line (``{"deviceId":"r1",\n"x":1.0,\n...}``); orjson
+never emits a raw line feed, so the script splits a stored state back into
+members without a JSON parser, and every value reaches readers byte for byte
+as orjson wrote it. One hash of whole JSON states keeps reads to one HGET or
+HVALS and one ``orjson.loads`` per device.
+
+Duplicates: a reading's fingerprint is a BLAKE2b-128 of its device time and
+its sorted JSON members, computed in Python so Redis spends no CPU on it;
+readings compare by their JSON, so ``1`` and ``1.0`` differ here, unlike in
+the memory store. Last-seen only moves forward (``ZADD GT``), so a replay
+beyond the window cannot make a live device look silent, and a device whose
+state comes out byte-identical is not reported as changed.
+
+Subscribers: each ``subscribe()`` holds its own pub/sub connection and
+survives a Redis restart. Pub/sub drops what is published while a subscriber
+is disconnected, so after it resubscribes it first yields every device's
+current state; removals in that gap are not replayed.
+
+For Redis Cluster, put the prefix in braces (``{iotstream}``): the scripts
+touch several keys, which must share a hash slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+
+from ..errors import ConfigError, StoreError, missing_extra
+from ..health import Health
+from ..lifecycle import cancel_all, spawn
+from ..models import Batch, Changes, DeviceState, Reading, Rejected
+from .base import Counters, Store
+
+try:
+    from redis.asyncio import Redis
+    from redis.asyncio.client import PubSub
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import RedisError
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise missing_extra("redis", "redis") from exc
+
+log = logging.getLogger(__name__)
+
+PING_INTERVAL = 1.0
+RESUBSCRIBE_DELAY = 0.5
+SUBSCRIBE_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 5.0
+# Whatever the client library raises; all of it becomes StoreError at this seam.
+_FAILURES = (RedisError, OSError)
+
+KEY_NAMES = (
+    "state",
+    "lastseen",
+    "count:device",
+    "count:topic",
+    "count:reason",
+    "totals",
+    "deadletters",
+    "recent",
+)
+
+# KEYS: KEY_NAMES in that order.
+# ARGV: deadletter limit, dedupe window, #devices, #topics, #reasons, #raw, #rejected, then
+#   per device: id, id as JSON, #readings, the readings' fingerprints back to back (with a
+#     window), and the readings as lines: timestamp as JSON, receive time as JSON, #fields,
+#     the members (none of these contains a line feed; one argument per device keeps the
+#     client's command encoding cheap);
+#   per topic and per reason: name, count; then the dead letters to keep, oldest first.
+# Returns the new JSON state of every device whose state changed.
+APPLY = r"""
+local state_key, seen_key, device_key, recent_key = KEYS[1], KEYS[2], KEYS[3], KEYS[8]
+
+-- The key of a member '"key":value', as JSON text; only an escaped key takes the slow path.
+local function key_of(member)
+  local key = string.match(member, '^"[^"\\]*"')
+  if key then return key end
+  local stop = 1
+  repeat
+    stop = string.find(member, '"', stop + 1, true)
+    local escapes = 0
+    while string.byte(member, stop - 1 - escapes) == 92 do escapes = escapes + 1 end
+  until escapes % 2 == 0
+  return string.sub(member, 1, stop)
+end
+
+local function split(text)
+  local members, index = {}, {}
+  for line in string.gmatch(string.sub(text, 2, -2), '[^\n]+') do
+    if string.byte(line, -1) == 44 then line = string.sub(line, 1, -2) end
+    members[#members + 1] = line
+    index[key_of(line)] = #members
+  end
+  return members, index
+end
+
+local function put(members, index, key, member)
+  local at = index[key]
+  if at == nil then
+    at = #members + 1
+    index[key] = at
+  end
+  members[at] = member
+end
+
+local limit, window_size, devices = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local topics, reasons = tonumber(ARGV[4]), tonumber(ARGV[5])
+local changed, readings = {}, 0
+local i = 8
+for _ = 1, devices do
+  local id, id_json, count, fingerprints = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  local line = string.gmatch(ARGV[i + 4], '[^\n]+')
+  i = i + 5
+  -- The device's recent fingerprints, oldest first, from window[head] on.
+  local window, recent, head
+  if window_size > 0 then
+    window, recent, head = {}, {}, 1
+    local stored = redis.call('HGET', recent_key, id) or ''
+    for at = math.max(1, #stored - 16 * window_size + 1), #stored, 16 do
+      local fingerprint = string.sub(stored, at, at + 15)
+      window[#window + 1] = fingerprint
+      recent[fingerprint] = true
+    end
+  end
+  local old = redis.call('HGET', state_key, id)
+  local members, index, newest
+  if old then
+    members, index = split(old)
+    newest = tonumber(string.sub(members[index['"timestamp"']], 13))
+  end
+  local counted, seen, seen_json, applied_ts, applied_received = 0, nil, nil, nil, nil
+  for r = 1, count do
+    local ts_json, received_json, fields = line(), line(), tonumber(line())
+    local fingerprint = window and string.sub(fingerprints, 16 * r - 15, 16 * r)
+    if window and recent[fingerprint] then
+      for _ = 1, fields do line() end
+    else
+      if window then
+        window[#window + 1] = fingerprint
+        recent[fingerprint] = true
+        if #window - head >= window_size then
+          recent[window[head]] = nil
+          head = head + 1
+        end
+      end
+      counted = counted + 1
+      local received = tonumber(received_json)
+      if seen == nil or received > seen then seen, seen_json = received, received_json end
+      local ts = tonumber(ts_json)
+      if newest == nil or ts >= newest then
+        if members == nil then
+          members, index = {'"deviceId":' .. id_json}, {['"deviceId"'] = 1}
+        end
+        for _ = 1, fields do
+          local member = line()
+          put(members, index, key_of(member), member)
+        end
+        -- Their places are taken now, as merge() would; their values are written once, below.
+        if index['"timestamp"'] == nil then
+          put(members, index, '"timestamp"', '')
+          put(members, index, '"receivedAt"', '')
+        end
+        newest, applied_ts, applied_received = ts, ts_json, received_json
+      else
+        for _ = 1, fields do line() end
+      end
+    end
+  end
+  if counted > 0 then
+    readings = readings + counted
+    redis.call('HINCRBY', device_key, id, counted)
+    -- The score is the exact text: a Lua number would be formatted with fewer digits.
+    redis.call('ZADD', seen_key, 'GT', seen_json, id)
+    if window then redis.call('HSET', recent_key, id, table.concat(window, '', head)) end
+  end
+  if applied_ts then
+    members[index['"timestamp"']] = '"timestamp":' .. applied_ts
+    members[index['"receivedAt"']] = '"receivedAt":' .. applied_received
+    local text = '{' .. table.concat(members, ',\n') .. '}'
+    if text ~= old then
+      redis.call('HSET', state_key, id, text)
+      changed[#changed + 1] = text
+    end
+  end
+end
+for _ = 1, topics do
+  redis.call('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+for _ = 1, reasons do
+  redis.call('HINCRBY', KEYS[5], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+local totals = {readings = readings, raw = tonumber(ARGV[6]), rejected = tonumber(ARGV[7])}
+for name, n in pairs(totals) do
+  if n > 0 then redis.call('HINCRBY', KEYS[6], name, n) end
+end
+if i <= #ARGV then
+  for d = i, #ARGV do redis.call('LPUSH', KEYS[7], ARGV[d]) end
+  redis.call('LTRIM', KEYS[7], 0, limit - 1)
+end
+return changed
+"""
+
+# KEYS: lastseen, state, recent. ARGV: the time before which a device counts as silent.
+EXPIRE = r"""
+local ids = redis.call('ZRANGE', KEYS[1], '-inf', '(' .. ARGV[1], 'BYSCORE')
+-- unpack() is bounded by Lua's C stack, so remove in chunks.
+for first = 1, #ids, 1000 do
+  local chunk = {unpack(ids, first, math.min(first + 999, #ids))}
+  redis.call('ZREM', KEYS[1], unpack(chunk))
+  redis.call('HDEL', KEYS[2], unpack(chunk))
+  redis.call('HDEL', KEYS[3], unpack(chunk))
+end
+return ids
+"""
+
+
+def _fingerprint(ts: bytes, members: list[bytes]) -> bytes:
+    """What makes two readings of a device equal: device time and fields, in any order."""
+    return hashlib.blake2b(b"\n".join([ts, *sorted(members)]), digest_size=16).digest()
+
+
+def _deadletter(item: Rejected) -> bytes:
+    header = orjson.dumps(
+        {
+            "topic": item.topic,
+            "reason": item.reason,
+            "detail": item.detail,
+            "size": item.size,
+            "receivedAt": item.received_at,
+        }
+    )
+    return header + b"\n" + item.payload
+
+
+def _rejected(stored: bytes) -> Rejected:
+    header, payload = stored.split(b"\n", 1)
+    h = orjson.loads(header)
+    return Rejected(h["topic"], payload, h["size"], h["reason"], h["detail"], h["receivedAt"])
+
+
+def _counts(raw: dict[bytes, bytes]) -> dict[str, int]:
+    return {key.decode(): int(value) for key, value in raw.items()}
+
+
+class RedisStore(Store):
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "iotstream",
+        deadletter_limit: int = 1000,
+        dedupe_window: int = 0,
+    ) -> None:
+        try:
+            # One immediate retry replaces a pooled connection that a server restart broke;
+            # beyond that, fail fast and let the caller (the bus) redeliver.
+            self._redis = Redis.from_url(
+                url, retry=Retry(NoBackoff(), 1), socket_connect_timeout=CONNECT_TIMEOUT
+            )
+        except ValueError as exc:
+            raise ConfigError(f"invalid Redis URL: {exc}") from exc
+        kwargs = self._redis.connection_pool.connection_kwargs
+        where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+        self._location = f"redis {where}/{kwargs.get('db', 0)} prefix {prefix!r}"
+        self._deadletter_limit = deadletter_limit
+        self._dedupe_window = dedupe_window
+        key = {name: f"{prefix}:{name}" for name in KEY_NAMES}
+        self._keys = list(key.values())
+        self._state, self._lastseen = key["state"], key["lastseen"]
+        self._recent, self._deadletters = key["recent"], key["deadletters"]
+        self._counter_keys = [key[name] for name in ("count:device", "count:topic", "count:reason")]
+        self._counter_keys.append(key["totals"])
+        self._channel = f"{prefix}:changes"
+        self._apply = self._redis.register_script(APPLY)
+        self._expire = self._redis.register_script(EXPIRE)
+        self._running = False
+        self._error: str | None = None
+        self._devices = 0
+        self._pinger: asyncio.Task[None] | None = None
+
+    # -- lifecycle and health ---------------------------------------------
+
+    async def start(self) -> None:
+        await self._check()
+        if self._error is not None:
+            raise StoreError(f"{self._location}: {self._error}")
+        self._running = True
+        self._pinger = spawn(self._ping(), "redis-store-ping")
+
+    async def stop(self) -> None:
+        self._running = False
+        if self._pinger is not None:
+            await cancel_all([self._pinger])
+        await self._redis.aclose()
+
+    def health(self) -> Health:
+        if not self._running:
+            return Health(False, f"{self._location}: not running")
+        if self._error is not None:
+            return Health(False, f"{self._location}: {self._error}")
+        return Health(True, f"{self._location}, {self._devices} devices")
+
+    async def _ping(self) -> None:
+        while True:
+            await asyncio.sleep(PING_INTERVAL)
+            await self._check()
+
+    async def _check(self) -> None:
+        with contextlib.suppress(StoreError):
+            self._devices = await self._command("HLEN", self._state)
+
+    def _failed(self, what: str, exc: Exception) -> StoreError:
+        self._error = f"{what} failed: {exc}"
+        return StoreError(f"{self._location}: {what} failed: {exc}")
+
+    async def _run(self, what: str, call: Awaitable[Any]) -> Any:
+        """Await a Redis call; health follows its outcome, and its error becomes a StoreError."""
+        try:
+            result = await call
+        except _FAILURES as exc:
+            raise self._failed(what, exc) from exc
+        self._error = None
+        return result
+
+    async def _command(self, *args: Any) -> Any:
+        # redis-py types its commands as "Awaitable[T] | T", which mypy cannot await.
+        call = self._redis.execute_command(*args)  # type: ignore[no-untyped-call]
+        return await self._run(args[0], call)
+
+    # -- writes -----------------------------------------------------------
+
+    async def apply(self, batch: Batch) -> Changes:
+        if not batch:
+            return Changes()
+        texts = await self._run("apply", self._apply(keys=self._keys, args=self._apply_args(batch)))
+        return Changes(updated=[orjson.loads(text) for text in texts])
+
+    def _apply_args(self, batch: Batch) -> list[Any]:
+        by_device: dict[str, list[Reading]] = {}
+        for reading in batch.readings:
+            readings = by_device.get(reading.device_id)
+            if readings is None:
+                readings = by_device[reading.device_id] = []
+            readings.append(reading)
+        topics = Counter(raw.topic for raw in batch.raw)
+        reasons = Counter(item.reason for item in batch.rejected)
+        window, dumps = self._dedupe_window, orjson.dumps
+        args: list[Any] = [
+            self._deadletter_limit,
+            window,
+            len(by_device),
+            len(topics),
+            len(reasons),
+            len(batch.raw),
+            len(batch.rejected),
+        ]
+        for device_id, readings in by_device.items():
+            fingerprints: list[bytes] = []
+            lines: list[bytes] = []
+            for reading in readings:
+                members = [dumps({key: value})[1:-1] for key, value in reading.fields.items()]
+                ts = dumps(reading.timestamp)
+                if window:
+                    fingerprints.append(_fingerprint(ts, members))
+                lines += (ts, dumps(reading.received_at), b"%d" % len(members))
+                lines += members
+            args += (device_id, dumps(device_id), len(readings))
+            args += (b"".join(fingerprints), b"\n".join(lines))
+        for counts in (topics, reasons):
+            for name, count in counts.items():
+                args += (name, count)
+        keep = batch.rejected[max(0, len(batch.rejected) - self._deadletter_limit) :]
+        args += [_deadletter(item) for item in keep]
+        return args
+
+    async def expire(self, last_seen_before: float) -> list[str]:
+        ids = await self._run(
+            "expire",
+            self._expire(keys=[self._lastseen, self._state, self._recent], args=[last_seen_before]),
+        )
+        return [device_id.decode() for device_id in ids]
+
+    # -- reads ------------------------------------------------------------
+
+    async def devices(self) -> list[DeviceState]:
+        return [orjson.loads(text) for text in await self._command("HVALS", self._state)]
+
+    async def device(self, device_id: str) -> DeviceState | None:
+        text = await self._command("HGET", self._state, device_id)
+        return None if text is None else orjson.loads(text)
+
+    async def counters(self) -> Counters:
+        async def snapshot() -> list[Any]:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for key in self._counter_keys:
+                    pipe.hgetall(key)
+                return await pipe.execute()
+
+        per_device, per_topic, per_reason, totals = await self._run("counters", snapshot())
+        total = _counts(totals)
+        return Counters(
+            total.get("readings", 0),
+            total.get("raw", 0),
+            total.get("rejected", 0),
+            _counts(per_device),
+            _counts(per_topic),
+            _counts(per_reason),
+        )
+
+    async def deadletters(self, limit: int | None = None) -> list[Rejected]:
+        if limit is not None and limit <= 0:
+            return []
+        last = -1 if limit is None else limit - 1
+        return [
+            _rejected(item) for item in await self._command("LRANGE", self._deadletters, 0, last)
+        ]
+
+    # -- fan-out ----------------------------------------------------------
+
+    async def publish(self, changes: Changes) -> None:
+        message = orjson.dumps({"updated": changes.updated, "removed": changes.removed})
+        await self._command("PUBLISH", self._channel, message)
+
+    @asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[AsyncIterator[Changes]]:
+        async with self._redis.pubsub() as pubsub:
+            await self._run("subscribe", pubsub.subscribe(self._channel))
+            # Wait for Redis to confirm, so nothing published after entering is missed.
+            confirmed = await self._run("subscribe", pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT))
+            if confirmed is None:
+                raise self._failed("subscribe", TimeoutError("Redis did not confirm"))
+            yield self._follow(pubsub)
+
+    async def _follow(self, pubsub: PubSub) -> AsyncIterator[Changes]:
+        catch_up = False
+        while True:
+            if not self._running:
+                # Otherwise a subscriber outliving its store would reconnect forever.
+                raise StoreError(f"{self._location}: the store stopped")
+            if catch_up:
+                try:
+                    states = await self.devices()
+                except StoreError:
+                    await asyncio.sleep(RESUBSCRIBE_DELAY)
+                    continue
+                catch_up = False
+                if states:
+                    yield Changes(updated=states)
+            try:
+                # Reading reconnects a dropped connection and resubscribes (redis-py's
+                # on_connect); Redis confirms that with a "subscribe" message.
+                message = await pubsub.get_message(timeout=None)
+            except _FAILURES as exc:
+                self._error = f"subscriber disconnected: {exc}"
+                await asyncio.sleep(RESUBSCRIBE_DELAY)
+                continue
+            if message is None:
+                continue
+            if message["type"] == "subscribe":
+                catch_up = True
+            elif message["type"] == "message":
+                changes = self._decode(message["data"])
+                if changes is not None:
+                    yield changes
+
+    def _decode(self, data: bytes) -> Changes | None:
+        try:
+            document = orjson.loads(data)
+            return Changes(updated=document["updated"], removed=document["removed"])
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            # The channel is open to any Redis client; a stray message must not end the stream.
+            log.warning("ignored a malformed message on %s: %s", self._channel, exc)
+            return None

@@ -1,0 +1,207 @@
+"""The distributed mode on real engines: Mosquitto -> bridge -> Kafka -> processor -> Redis ->
+two api instances, each role its own ``iotstream`` process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import services
+from websockets.asyncio.client import connect
+
+from iotstream.config import MqttEndpoint
+from iotstream.mqtt import MqttConnection
+
+from .conftest import require, stop_process
+
+pytestmark = [pytest.mark.kafka, pytest.mark.redis]
+
+
+@dataclass
+class Stack:
+    """The engines plus the role processes of one test, all on free loopback ports."""
+
+    tmp: Path
+    mqtt_port: int
+    kafka: str
+    redis: str
+    topic: str = field(default_factory=lambda: f"mqtt-{uuid.uuid4().hex[:8]}")
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    http: dict[str, str] = field(default_factory=dict)
+
+    def common(self) -> list[str]:
+        return [
+            "--kafka-bootstrap", self.kafka, "--kafka-topic", self.topic,
+            "--kafka-partitions", "8", "--kafka-group", f"processor-{self.topic}",
+            "--redis-url", self.redis, "--redis-prefix", self.topic,
+            "--mqtt-url", f"mqtt://127.0.0.1:{self.mqtt_port}",
+            "--data-dir", str(self.tmp / "data"), "--log-level", "info",
+        ]  # fmt: skip
+
+    def start(self, name: str, role: str, *extra: str) -> None:
+        log = (self.tmp / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "iotstream", role, *self.common(), *extra],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    def start_bridge(self) -> None:
+        self.start("bridge", "bridge", "--mqtt-client-id", f"bridge-{self.topic}")
+
+    def start_api(self, name: str) -> None:
+        port = services.free_port()
+        self.start(name, "api", "--http-port", str(port))
+        self.http[name] = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(self.http[name] + "/api/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert self.processes[name].poll() is None, self.log(name)
+            assert time.monotonic() < deadline, self.log(name)
+            time.sleep(0.1)
+
+    def kill(self, name: str) -> None:
+        process = self.processes[name]
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            stop_process(process)
+
+
+@pytest.fixture
+def stack(
+    tmp_path: Path, kafka: services.Service, redis_server: services.Service
+) -> Iterator[Stack]:
+    require("mosquitto")
+    with services.start_mosquitto(services.free_port(), tmp_path / "mosquitto") as broker:
+        stack = Stack(tmp_path, broker.port, kafka.address, f"redis://{redis_server.address}/0")
+        try:
+            stack.start_bridge()
+            stack.start("processor", "processor")
+            stack.start_api("api1")
+            stack.start_api("api2")
+            yield stack
+        finally:
+            stack.stop_all()
+        for name, process in stack.processes.items():
+            assert process.returncode in (0, -signal.SIGKILL), f"{name}:\n{stack.log(name)}"
+
+
+async def until_device(ws: Any, device: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = orjson.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
+        for state in frame.get("devices", []):
+            if isinstance(state, dict) and state["deviceId"] == device:
+                return state  # type: ignore[no-any-return]
+
+
+async def test_a_coordinate_reaches_websocket_clients_of_both_apis(stack: Stack) -> None:
+    device = f"robot-{uuid.uuid4().hex[:6]}"
+    async with (
+        connect(stack.http["api1"].replace("http", "ws") + "/coordinates") as ws1,
+        connect(stack.http["api2"].replace("http", "ws") + "/coordinates") as ws2,
+    ):
+        for ws in (ws1, ws2):
+            assert orjson.loads(await ws.recv())["type"] == "snapshot"
+        subprocess.run(
+            [require("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(stack.mqtt_port), "-q", "1",
+             "-t", f"sensors/{device}/coordinates", "-m", '{"x": 123.45, "y": 67.89}'],
+            check=True, timeout=10,
+        )  # fmt: skip
+        for ws in (ws1, ws2):
+            state = await until_device(ws, device)
+            assert (state["x"], state["y"]) == (123.45, 67.89)
+    for api in ("api1", "api2"):
+        body = httpx.get(f"{stack.http[api]}/api/devices/{device}").json()
+        assert body["x"] == 123.45
+        stats = httpx.get(f"{stack.http[api]}/api/stats").json()
+        assert stats["perDevice"][device] == 1
+
+
+def test_a_command_posted_to_either_api_reaches_the_device(stack: Stack) -> None:
+    device = f"orin-{uuid.uuid4().hex[:6]}"
+    sub = subprocess.Popen(
+        [require("mosquitto_sub"), "-h", "127.0.0.1", "-p", str(stack.mqtt_port),
+         "-t", f"orin/{device}/command", "-q", "1", "-C", "2", "-W", "20"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        time.sleep(0.5)  # let the subscription settle
+        for api, command in (("api1", "tracking"), ("api2", "slam")):
+            response = httpx.post(
+                f"{stack.http[api]}/api/commands/{device}", json={"command": command}
+            )
+            assert response.status_code == 202, response.text
+        out, _ = sub.communicate(timeout=20)
+    finally:
+        stop_process(sub)  # type: ignore[arg-type]
+    assert out.decode().split() == ["tracking", "slam"]
+
+
+async def publish_stream(port: int, devices: int, count: int, rate: float) -> None:
+    """``count`` sequence-numbered, timestamped readings per device at ``rate`` rounds/s (QoS 1)."""
+    async with MqttConnection(MqttEndpoint("127.0.0.1", port), "stream") as link:
+        await link.connected.wait()
+        t0 = time.time()
+        for seq in range(count):
+            for d in range(devices):
+                payload = {"x": float(seq), "y": float(d), "seq": seq, "timestamp": t0 + seq / 1000}
+                link.publish(f"sensors/dev{d}/coordinates", orjson.dumps(payload), qos=1)
+            await asyncio.sleep(1 / rate)
+        await asyncio.wait_for(link.drain(), 60)
+
+
+async def test_kill_9_of_processor_and_bridge_loses_nothing(stack: Stack) -> None:
+    devices, count = 100, 60
+    publisher = asyncio.create_task(publish_stream(stack.mqtt_port, devices, count, rate=20))
+    await asyncio.sleep(0.8)
+    stack.kill("bridge")
+    await asyncio.sleep(0.5)
+    stack.start_bridge()
+    await asyncio.sleep(0.5)
+    stack.kill("processor")
+    await asyncio.sleep(0.5)
+    stack.start("processor", "processor")
+    await publisher
+
+    api = stack.http["api1"]
+    deadline = time.monotonic() + 60
+    while True:
+        states = {d["deviceId"]: d for d in httpx.get(f"{api}/api/coordinates").json()}
+        done = all(states.get(f"dev{d}", {}).get("seq") == count - 1 for d in range(devices))
+        if done or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    lagging = {
+        f"dev{d}": states.get(f"dev{d}", {}).get("seq")
+        for d in range(devices)
+        if states.get(f"dev{d}", {}).get("seq") != count - 1
+    }
+    assert not lagging, (
+        f"{lagging}\n{stack.log('bridge')[-3000:]}\n{stack.log('processor')[-3000:]}"
+    )
+    counts = httpx.get(f"{api}/api/stats").json()["perDevice"]
+    assert {d: counts.get(f"dev{d}") for d in range(devices)} == {d: count for d in range(devices)}
