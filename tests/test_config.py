@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,22 @@ def test_run_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> N
     for name in Settings.model_fields:
         assert f"--{name.replace('_', '-')}" in text
         assert f"IOTSTREAM_{name.upper()}" in text
+
+
+@pytest.mark.parametrize(
+    ("role", "flags", "missing"),
+    [
+        ("bridge", [], "--kafka-bootstrap, --mqtt-url"),
+        ("processor", ["--kafka-bootstrap", "127.0.0.1:1"], "--redis-url"),
+        ("api", ["--redis-url", "redis://127.0.0.1:1/0"], "--mqtt-url"),
+    ],
+)
+def test_a_lone_role_names_the_engines_it_needs(role: str, flags: list[str], missing: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "iotstream", role, *flags],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert f"iotstream {role} needs {missing}" in result.stderr

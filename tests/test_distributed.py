@@ -41,19 +41,27 @@ class Stack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     http: dict[str, str] = field(default_factory=dict)
 
-    def common(self) -> list[str]:
-        return [
-            "--kafka-bootstrap", self.kafka, "--kafka-topic", self.topic,
-            "--kafka-partitions", "8", "--kafka-group", f"processor-{self.topic}",
-            "--redis-url", self.redis, "--redis-prefix", self.topic,
-            "--mqtt-url", f"mqtt://127.0.0.1:{self.mqtt_port}",
-            "--data-dir", str(self.tmp / "data"), "--log-level", "info",
-        ]  # fmt: skip
+    def flags(self, role: str) -> list[str]:
+        """Only what each role needs, as the README's quick start gives them."""
+        kafka = [
+            "--kafka-bootstrap",
+            self.kafka,
+            "--kafka-topic",
+            self.topic,
+            "--kafka-partitions",
+            "8",
+            "--kafka-group",
+            f"processor-{self.topic}",
+        ]
+        redis = ["--redis-url", self.redis, "--redis-prefix", self.topic]
+        mqtt = ["--mqtt-url", f"mqtt://127.0.0.1:{self.mqtt_port}"]
+        engines = {"bridge": mqtt + kafka, "processor": kafka + redis, "api": redis + mqtt}[role]
+        return [*engines, "--data-dir", str(self.tmp / "data"), "--log-level", "info"]
 
     def start(self, name: str, role: str, *extra: str) -> None:
         log = (self.tmp / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "iotstream", role, *self.common(), *extra],
+            [sys.executable, "-m", "iotstream", role, *self.flags(role), *extra],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

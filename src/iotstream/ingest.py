@@ -21,7 +21,8 @@ from .bus import Bus
 from .config import MqttEndpoint
 from .errors import BusError
 from .health import Health
-from .lifecycle import Component
+from .lifecycle import Component, cancel_all
+from .models import Batch
 from .mqtt import MqttConnection
 from .parser import Parser
 
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 
 
 MAX_BACKOFF = 5.0
+MAX_IN_FLIGHT = 8
+"""Batches that may await the bus's confirmation at once."""
+STOP_TIMEOUT = 10.0
 
 
 class Ingest(Component):
@@ -62,6 +66,8 @@ class Ingest(Component):
         )
         self._published: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending: list[tuple[str, bytes, float]] = []
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._publishing: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._logged_reasons: set[str] = set()
@@ -85,6 +91,7 @@ class Ingest(Component):
         return 0
 
     async def _flush(self) -> None:
+        """Parse what has accumulated and start publishing it as one batch."""
         messages, self._pending = self._pending, []
         published, self._published = self._published, asyncio.get_running_loop().create_future()
         if not messages:
@@ -104,18 +111,30 @@ class Ingest(Component):
                     rejected.detail,
                     rejected.reason,
                 )
+        # Several batches may await the bus's confirmation at once: waiting for each in
+        # turn would cap throughput at one batch per round trip. Tasks start in creation
+        # order, so batches reach the bus in the order they arrived.
+        await self._in_flight.acquire()
+        task = asyncio.create_task(self._publish(batch, published), name="ingest-publish")
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def _publish(self, batch: Batch, published: asyncio.Future[None]) -> None:
         backoff = 0.1
-        while True:
-            try:
-                await self.bus.publish(batch)
-                break
-            except BusError as exc:
-                # Nothing is acknowledged meanwhile: the broker keeps what it handed over.
-                self.bus_failures += 1
-                log.error("bus refused a batch of %d, retrying: %s", len(batch), exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
-        published.set_result(None)
+        try:
+            while True:
+                try:
+                    await self.bus.publish(batch)
+                    break
+                except BusError as exc:
+                    # Nothing is acknowledged meanwhile: the broker keeps what it handed over.
+                    self.bus_failures += 1
+                    log.error("bus refused a batch of %d, retrying: %s", len(batch), exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+            published.set_result(None)
+        finally:
+            self._in_flight.release()
 
     async def _flush_forever(self) -> None:
         while True:
@@ -134,6 +153,9 @@ class Ingest(Component):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         await self._flush()  # what arrived before the disconnect
+        if self._publishing:
+            await asyncio.wait(self._publishing, timeout=STOP_TIMEOUT)
+        await cancel_all(self._publishing)
 
     def health(self) -> Health:
         return self.connection.health()

@@ -71,12 +71,33 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
+# What a role needs when it runs on its own: in-process backends cannot be shared between
+# processes, so a lone role must be given the engines it talks to.
+NEEDS: dict[Role, tuple[str, ...]] = {
+    "bridge": ("mqtt_url", "kafka_bootstrap"),
+    "processor": ("kafka_bootstrap", "redis_url"),
+    "api": ("redis_url", "mqtt_url"),
+}
+
+
+def _check_engines(settings: Settings, roles: frozenset[Role]) -> None:
+    if "broker" in roles:
+        return
+    missing = sorted(
+        {name for role in roles for name in NEEDS.get(role, ()) if getattr(settings, name) is None}
+    )
+    if missing:
+        flags = ", ".join("--" + name.replace("_", "-") for name in missing)
+        raise ConfigError(f"iotstream {' '.join(sorted(roles))} needs {flags}")
+
+
 async def serve(settings: Settings, roles: frozenset[Role] = EMBEDDED) -> None:
     """Run ``roles`` in this process until SIGINT/SIGTERM, then stop them in reverse order.
 
     ``iotstream run`` is every role; ``bridge``, ``processor`` and ``api`` are one each,
     for the distributed mode where each scales on its own.
     """
+    _check_engines(settings, roles)
     stop = _stop_event()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as stack:
@@ -87,9 +108,7 @@ async def serve(settings: Settings, roles: frozenset[Role] = EMBEDDED) -> None:
             components["broker"] = broker
             endpoint = MqttEndpoint(connect_host(broker.host), broker.port)
         else:
-            if settings.mqtt_url is None:
-                raise ConfigError("--mqtt-url is needed to reach the MQTT broker")
-            endpoint = MqttEndpoint.parse(settings.mqtt_url)
+            endpoint = MqttEndpoint.parse(settings.mqtt_url or "mqtt://127.0.0.1")
 
         bus = store = hub = None
         if roles & {"bridge", "processor"}:

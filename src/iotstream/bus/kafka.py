@@ -140,6 +140,7 @@ class KafkaBus(Bus):
         self.undecodable = 0
         """Records consumers of this bus turned into ``undecodable_record`` dead letters."""
         self._producer: Producer | None = None
+        self._producing: ThreadPoolExecutor | None = None
         self._server: threading.Thread | None = None
         self._stopping = threading.Event()
         # Notified by the producer thread when delivery reports freed room in the queue.
@@ -165,6 +166,7 @@ class KafkaBus(Bus):
         except KafkaException as exc:
             raise BusError(f"cannot create a Kafka producer: {_error_text(exc)}") from exc
         self._producer = producer
+        self._producing = ThreadPoolExecutor(1, thread_name_prefix=f"kafka-produce-{self.topic}")
         self._stopping.clear()
         self._server = threading.Thread(
             target=self._serve, args=(producer,), name=f"kafka-producer-{self.topic}", daemon=True
@@ -175,6 +177,8 @@ class KafkaBus(Bus):
         producer, self._producer = self._producer, None
         if producer is None:
             return
+        if self._producing is not None:
+            await asyncio.to_thread(self._producing.shutdown)
         self._stopping.set()
         if self._server is not None:
             await asyncio.to_thread(self._server.join)
@@ -292,14 +296,18 @@ class KafkaBus(Bus):
         """Returns once Kafka acknowledged every record; raises ``BusError`` if any failed."""
         if not batch:
             return
-        producer = self._producer
-        if producer is None:
+        producer, producing = self._producer, self._producing
+        if producer is None or producing is None:
             raise BusError("the Kafka bus is not started")
         if self._fatal is not None:
             raise BusError(f"the Kafka producer failed: {self._fatal}")
         acks = _Acks(asyncio.get_running_loop(), len(batch))
         try:
-            await asyncio.to_thread(self._produce_batch, producer, batch, acks)
+            # One thread produces, so batches reach Kafka in the order publish was called,
+            # even when several publishes await their acknowledgements at once.
+            await asyncio.get_running_loop().run_in_executor(
+                producing, self._produce_batch, producer, batch, acks
+            )
         except KafkaException as exc:
             raise BusError(f"Kafka refused a record: {_error_text(exc)}") from exc
         except orjson.JSONEncodeError as exc:
