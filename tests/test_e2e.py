@@ -119,8 +119,10 @@ async def test_a_burst_is_coalesced_and_nothing_is_lost(server: Server) -> None:
     assert frames <= count
 
 
-async def test_ping_is_answered(server: Server) -> None:
+async def test_ping_is_answered_and_frames_are_not_compressed(server: Server) -> None:
     async with connect(server.ws + "/coordinates") as ws:
+        # The client offers permessage-deflate; the server declines so a frame is encoded once.
+        assert ws.protocol.extensions == []
         assert (await next_frame(ws))["type"] == "snapshot"
         await ws.send('{"type": "ping"}')
         while (frame := await next_frame(ws))["type"] != "pong":

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
         description="frames queued per WebSocket client; a client past it gets a fresh snapshot",
     )
     ws_ping_interval: float = Field(20.0, gt=0, description="seconds between WebSocket pings")
+    ws_compression: bool = Field(
+        False,
+        description="offer permessage-deflate; it compresses every frame once per client, "
+        "which costs more CPU than a frame's encoding",
+    )
 
     # State
     device_ttl: float | None = Field(

@@ -176,6 +176,7 @@ async def _serve_http(
         log_level="warning",
         ws_ping_interval=settings.ws_ping_interval,
         ws_ping_timeout=settings.ws_ping_interval,
+        ws_per_message_deflate=settings.ws_compression,
         lifespan="off",
     )
     server = _Server(config)
