@@ -148,6 +148,17 @@ async def test_resume_replays_history_or_falls_back_to_a_snapshot(store: MemoryS
         stale = FakeClient()
         task = await connect(hub, stale, since=42)
         assert stale.frames()[0]["type"] == "snapshot"
+        assert stale.frames()[0]["epoch"] == hub.epoch
+        task.cancel()
+        elsewhere = FakeClient()  # a seq from another server run or another api instance
+        task = asyncio.create_task(hub.serve(elsewhere.send, elsewhere.receive, 1, None, "other"))
+        await elsewhere.wait_for(lambda f: len(f) >= 1)
+        assert elsewhere.frames()[0]["type"] == "snapshot"
+        task.cancel()
+        same = FakeClient()
+        task = asyncio.create_task(hub.serve(same.send, same.receive, 1, None, hub.epoch))
+        await same.wait_for(lambda f: len(f) == 2)
+        assert [f["seq"] for f in same.frames()] == [2, 3]
         task.cancel()
 
 

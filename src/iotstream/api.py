@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, WebSocket, WebSocketDisconnect
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import __version__
@@ -21,6 +23,7 @@ from .models import rejected_as_dict
 from .stats import RateMeter
 from .store import Store
 
+DASHBOARD = Path(__file__).parent / "dashboard"
 ROBOT = {
     "deviceId": "robot1",
     "x": 123.45,
@@ -275,14 +278,20 @@ def create_app(services: Services, cors_origins: list[str]) -> FastAPI:
         ]
         return "\n".join(lines) + "\n"
 
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        """The live dashboard."""
+        return FileResponse(DASHBOARD / "index.html")
+
     @app.websocket("/coordinates")
     async def coordinates_ws(
         websocket: WebSocket,
         since: int | None = None,
         devices: str | None = None,
         rect: str | None = None,
+        epoch: str | None = None,
     ) -> None:
-        """Snapshot, then coalesced updates. ``?since=seq`` resumes after that frame;
+        """Snapshot, then coalesced updates. ``?since=seq&epoch=e`` resumes after that frame;
         ``?devices=a,b`` or ``?rect=x_min,y_min,x_max,y_max`` narrow what is sent."""
         await websocket.accept()
         try:
@@ -292,6 +301,9 @@ def create_app(services: Services, cors_origins: list[str]) -> FastAPI:
             await websocket.close(code=1008, reason=str(exc)[:120])
             return
         with contextlib.suppress(WebSocketDisconnect):
-            await services.hub.serve(websocket.send_text, websocket.receive_text, since, view)
+            await services.hub.serve(
+                websocket.send_text, websocket.receive_text, since, view, epoch
+            )
 
+    app.mount("/dashboard", StaticFiles(directory=DASHBOARD), name="dashboard")
     return app

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -134,6 +135,8 @@ class Hub(Component):
         self.store = store
         self.interval = interval
         self.client_buffer = client_buffer
+        # Names this hub's run: a seq from another run or another api instance means nothing here.
+        self.epoch = secrets.token_hex(6)
         self.seq = 0
         self.frames = 0
         self.subscribers: set[Subscriber] = set()
@@ -202,16 +205,22 @@ class Hub(Component):
     # -- per-client side ------------------------------------------------
 
     async def serve(
-        self, send: Send, receive: Receive, since: int | None = None, view: View | None = None
+        self,
+        send: Send,
+        receive: Receive,
+        since: int | None = None,
+        view: View | None = None,
+        epoch: str | None = None,
     ) -> None:
         """Feed one client until its connection ends (``receive`` or ``send`` raising).
 
-        With ``since`` (the last seq the client saw), the frames it missed are
-        replayed when the history reaches back that far; otherwise it starts
-        with a snapshot.
+        With ``since`` (the last seq the client saw) and the ``epoch`` of the snapshot it
+        started from, the frames it missed are replayed when the history reaches back that
+        far; otherwise it starts with a snapshot.
         """
         subscriber = Subscriber(self.client_buffer, view)
-        backlog = self._backlog(since, subscriber.view) if since is not None else None
+        resumable = since is not None and epoch in (None, self.epoch)
+        backlog = self._backlog(since, subscriber.view) if resumable and since is not None else None
         if backlog is not None:
             subscriber.needs_snapshot = False
         # No await between taking the backlog and registering: no frame falls between.
@@ -247,7 +256,9 @@ class Hub(Component):
         )
         if subscriber.view is not None:
             devices = subscriber.view.narrow("snapshot", devices)
-        await send(encode({"type": "snapshot", "seq": seq, "devices": devices}))
+        await send(
+            encode({"type": "snapshot", "seq": seq, "epoch": self.epoch, "devices": devices})
+        )
 
     async def _read(self, subscriber: Subscriber, receive: Receive) -> None:
         while True:

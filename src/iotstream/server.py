@@ -47,7 +47,8 @@ class _Server(uvicorn.Server):
 def _banner(settings: Settings, endpoint: MqttEndpoint) -> str:
     http = f"http://{connect_host(settings.http_host)}:{settings.http_port}"
     lines = [
-        f"iotstream is running: API {http}/api , Swagger UI {http}/docs",
+        f"iotstream is running: dashboard {http}/",
+        f"  API        {http}/api/health , Swagger UI {http}/docs",
         f"  WebSocket  ws://{connect_host(settings.http_host)}:{settings.http_port}/coordinates",
         f"  MQTT       {endpoint}  (publish to sensors/<id>/coordinates)",
     ]

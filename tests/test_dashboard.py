@@ -1,0 +1,423 @@
+"""The live dashboard in Debian's headless Chromium against ``iotstream run`` and Mosquitto.
+
+Tests read the page through its debug hook, ``window.iotstream.state()`` (device ids, their
+screen positions, connection state, last seq), instead of parsing pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+
+from .conftest import Server, require, start_server, stop_process
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "dashboard.png"
+State = dict[str, Any]
+
+
+def unique(prefix: str = "bot") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+class Dashboard:
+    """One open dashboard page and every JavaScript error it reported."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.errors: list[str] = []
+        page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
+        page.on("console", self._console)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(f"console error: {message.text}")
+
+    def open(self, url: str) -> None:
+        self.page.goto(url)
+        self.wait(lambda s: s["connection"] == "live", "the WebSocket to connect")
+
+    def state(self) -> State:
+        return self.page.evaluate("window.iotstream.state()")  # type: ignore[no-any-return]
+
+    def device(self, device_id: str, state: State | None = None) -> dict[str, Any] | None:
+        devices = (state or self.state())["devices"]
+        return next((d for d in devices if d["id"] == device_id), None)
+
+    def wait(self, predicate: Callable[[State], object], what: str, timeout: float = 10) -> State:
+        """Poll the debug hook until ``predicate(state)`` holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.state()
+            if predicate(state):
+                return state
+            if time.monotonic() > deadline:
+                summary = {k: v for k, v in state.items() if k not in ("devices", "recentFrames")}
+                raise AssertionError(f"timed out waiting for {what}; state: {summary}")
+            time.sleep(0.05)
+
+    def wait_for_device(
+        self, device_id: str, condition: Callable[[dict[str, Any]], object] = bool
+    ) -> dict[str, Any]:
+        state = self.wait(
+            lambda s: (d := self.device(device_id, s)) is not None and condition(d),
+            f"{device_id} to show as expected",
+        )
+        device = self.device(device_id, state)
+        assert device is not None
+        return device
+
+    def search(self, device_id: str) -> None:
+        """Type the id in the list's search box and wait for the list to show only that one."""
+        self.page.fill("#fleet input[type=search]", device_id)
+        self.page.wait_for_function(
+            "/^1 (of|device)/.test(document.querySelector('#fleet .count').textContent)"
+        )
+
+    def select_in_list(self, device_id: str) -> None:
+        self.search(device_id)
+        self.page.click(f'.device[data-id="{device_id}"]')
+        self.wait(lambda s: s["selected"] == device_id, f"{device_id} to be selected")
+
+    def expect_console_error(self, text: str) -> None:
+        """Accept the one console error the test provoked on purpose."""
+        expected = [e for e in self.errors if text in e]
+        assert len(expected) == 1, self.errors
+        self.errors.remove(expected[0])
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is not installed; `make test` installs it (Debian's chromium)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def open_dashboard(browser: Browser, url: str, width: int = 1280, height: int = 800) -> Dashboard:
+    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    dashboard = Dashboard(page)
+    dashboard.open(url)
+    return dashboard
+
+
+@pytest.fixture
+def dashboard(browser: Browser, server: Server) -> Iterator[Dashboard]:
+    """The dashboard of the module's server; the test fails on any JavaScript error."""
+    dashboard = open_dashboard(browser, server.http + "/")
+    yield dashboard
+    dashboard.page.context.close()
+    assert dashboard.errors == []
+
+
+def publish(server: Server, device_id: str, **fields: object) -> None:
+    server.publish(f"sensors/{device_id}/coordinates", json.dumps(fields))
+
+
+def expected_screen(state: State, x: float, y: float) -> tuple[float, float]:
+    """Where the plane draws (x, y) in metres: y points up, the view's centre is in the middle."""
+    view = state["view"]
+    (cx, cy), scale = view["center"], view["scale"]
+    return view["width"] / 2 + (x - cx) * scale, view["height"] / 2 - (y - cy) * scale
+
+
+def at(device: dict[str, Any], state: State, x: float, y: float) -> bool:
+    """The device's marker is drawn at (x, y), its glide from the last position finished."""
+    if device["screen"] is None:
+        return False
+    sx, sy = expected_screen(state, x, y)
+    return abs(device["screen"][0] - sx) < 0.5 and abs(device["screen"][1] - sy) < 0.5
+
+
+def test_robots_appear_in_the_list_and_on_the_plane_and_move(
+    dashboard: Dashboard, server: Server
+) -> None:
+    robot = unique()
+    publish(server, robot, x=5.0, y=5.0, heading=90.0)
+    server.publish(f"sensors/{robot}/motorRPM", "1500")
+    state = dashboard.wait(
+        lambda s: (
+            (d := dashboard.device(robot, s)) is not None
+            and d["fields"].get("motorRPM") == 1500
+            and at(d, s, 5.0, 5.0)
+        ),
+        "the robot on the plane",
+    )
+    device = dashboard.device(robot, state)
+    assert device is not None and device["visible"] and device["heading"] == 90.0
+
+    dashboard.search(robot)
+    row = dashboard.page.locator(f'.device[data-id="{robot}"]')
+    assert "motorRPM 1500" in row.inner_text()
+    assert "heading 90" in row.inner_text()
+    assert dashboard.page.locator(".device:not([hidden])").count() == 1
+
+    publish(server, robot, x=8.0, y=6.5, heading=45.0)
+    state = dashboard.wait(
+        lambda s: (d := dashboard.device(robot, s)) is not None and at(d, s, 8.0, 6.5),
+        "the robot to move on the plane",
+    )
+    moved = dashboard.device(robot, state)
+    assert moved is not None and moved["screen"] != device["screen"]
+
+    # Clicking the marker selects the robot and the plane follows it: it sits in the middle.
+    box = dashboard.page.locator("#plane").bounding_box()
+    assert box is not None
+    dashboard.page.mouse.click(box["x"] + moved["screen"][0], box["y"] + moved["screen"][1])
+    dashboard.wait(
+        lambda s: s["selected"] == robot and s["following"] and s["view"]["center"] == [8.0, 6.5],
+        "the plane to follow the selected robot",
+    )
+    assert row.get_attribute("aria-selected") == "true"
+    assert dashboard.page.inner_text('#details [data-field="motorRPM"]') == "1500"
+
+
+def test_the_plane_pans_zooms_and_fits_the_fleet(dashboard: Dashboard, server: Server) -> None:
+    far, near = unique(), unique()
+    publish(server, far, x=-40.0, y=30.0)
+    publish(server, near, x=1.0, y=1.0)
+    dashboard.wait_for_device(far, lambda d: d["visible"])
+    dashboard.wait_for_device(near, lambda d: d["visible"])
+    page = dashboard.page
+    box = page.locator("#plane").bounding_box()
+    assert box is not None
+    middle = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+    before = dashboard.state()["view"]
+    page.mouse.move(*middle)
+    page.mouse.wheel(0, -400)
+    zoomed = dashboard.wait(lambda s: s["view"]["scale"] > before["scale"] * 1.5, "wheel zoom")
+    page.click('[data-zoom="out"]')
+    assert dashboard.state()["view"]["scale"] < zoomed["view"]["scale"]
+
+    page.mouse.move(*middle)
+    page.mouse.down()
+    page.mouse.move(middle[0] + 200, middle[1] + 100, steps=5)
+    page.mouse.up()
+    panned = dashboard.state()["view"]
+    shift = zoomed["view"]["center"][0] - panned["center"][0]
+    assert shift == pytest.approx(200 / panned["scale"], rel=0.05)
+
+    page.click('[data-zoom="fit"]')
+    state = dashboard.wait(lambda s: all(d["visible"] for d in s["devices"]), "fit to fleet")
+    assert not state["following"]
+
+
+def test_the_pipeline_status_shows_rates_devices_clients_and_health(
+    dashboard: Dashboard, server: Server
+) -> None:
+    page = dashboard.page
+    # The first poll may come before the dashboard's own WebSocket is counted.
+    page.wait_for_function("document.querySelector('[data-metric=clients]').textContent >= 1")
+    components = page.locator("#pipeline .components li")
+    components.first.wait_for()
+    names = components.all_inner_texts()
+    assert {"broker", "ingest", "bus", "processor", "store", "hub", "commands"} <= set(names)
+    assert all(components.nth(i).get_attribute("data-status") == "UP" for i in range(len(names)))
+    stats = server.get("/api/stats").json()
+    assert int(page.inner_text('[data-metric="devices"]')) <= stats["devices"]
+    assert float(page.inner_text('[data-metric="rate"]')) >= 0
+    assert page.inner_text('[data-metric="rejected"]') == str(stats["rejected"])
+
+
+def test_a_command_button_reaches_the_robot_over_mqtt(dashboard: Dashboard, server: Server) -> None:
+    robot = unique()
+    publish(server, robot, x=2.0, y=3.0)
+    dashboard.wait_for_device(robot)
+    with subprocess.Popen(
+        [
+            require("mosquitto_sub"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(server.mqtt_port),
+            "-t",
+            f"orin/{robot}/command",
+            "-q",
+            "1",
+            "-C",
+            "2",
+            "-W",
+            "20",
+        ],
+        stdout=subprocess.PIPE,
+    ) as subscriber:
+        try:
+            time.sleep(0.5)  # let the subscription settle
+            page = dashboard.page
+            dashboard.select_in_list(robot)
+            page.click('#details [data-command="slam"]')
+            accepted = page.locator('#details .results li[data-status="accepted"]')
+            accepted.wait_for()
+            assert f"slam → {robot}" in accepted.inner_text()
+            assert accepted.get_attribute("data-command-id")
+
+            page.fill("#details .custom-command input", "goto 3.5 2.0")
+            page.press("#details .custom-command input", "Enter")
+            page.locator('#details .results li[data-status="accepted"]').nth(1).wait_for()
+            out, _ = subscriber.communicate(timeout=20)
+        finally:
+            stop_process(subscriber)
+    assert out.decode().splitlines() == ["slam", "goto 3.5 2.0"]
+
+    page.fill("#details .custom-command input", "x" * 257)
+    page.press("#details .custom-command input", "Enter")
+    failed = page.locator('#details .results li[data-status="failed"]')
+    failed.wait_for()
+    assert "422" in failed.inner_text() and "at most 256 characters" in failed.inner_text()
+    dashboard.expect_console_error("status of 422")
+
+
+def test_a_dropped_connection_resumes_and_loses_no_update(
+    dashboard: Dashboard, server: Server
+) -> None:
+    robot = unique()
+    publish(server, robot, x=1.0, y=1.0)
+    before = dashboard.wait(
+        lambda s: (d := dashboard.device(robot, s)) is not None and d["x"] == 1.0, "the robot"
+    )
+    dashboard.page.evaluate("window.iotstream.dropConnection(3000)")
+    assert dashboard.state()["connection"] == "reconnecting"
+    for x in (2.0, 3.0, 4.0):
+        publish(server, robot, x=x, y=1.0)
+    server.wait_for(f"/api/devices/{robot}", lambda r: r.json()["x"] == 4.0)
+    during = dashboard.state()
+    assert during["connection"] != "live", "the dashboard reconnected before the publishing ended"
+    shown = dashboard.device(robot, during)
+    assert shown is not None and shown["x"] == 1.0
+
+    after = dashboard.wait(
+        lambda s: (
+            s["connection"] == "live"
+            and (d := dashboard.device(robot, s)) is not None
+            and d["x"] == 4.0
+        ),
+        "the missed update after reconnecting",
+    )
+    # The server replayed the missed frames: seq never skipped and no snapshot was needed.
+    seqs = [f["seq"] for f in after["recentFrames"] if f["seq"] >= before["lastSeq"]]
+    assert seqs == list(range(before["lastSeq"], after["lastSeq"] + 1))
+    assert after["counts"]["connects"] == before["counts"]["connects"] + 1
+    assert after["counts"]["snapshots"] == before["counts"]["snapshots"]
+    assert after["counts"]["gaps"] == 0
+
+
+def test_a_lost_frame_is_noticed_and_resynced_with_a_snapshot(
+    dashboard: Dashboard, server: Server
+) -> None:
+    lost, later = unique(), unique()
+    before = dashboard.state()
+    dashboard.page.evaluate("window.iotstream.loseFrames(1)")
+    publish(server, lost, x=7.0, y=7.0)
+    server.wait_for(f"/api/devices/{lost}", lambda r: r.status_code == 200)
+    publish(server, later, x=8.0, y=8.0)
+    # Only the snapshot asked for after the gap can bring the device of the lost frame.
+    after = dashboard.wait(
+        lambda s: dashboard.device(lost, s) is not None and dashboard.device(later, s) is not None,
+        "both devices after the resync",
+    )
+    assert after["counts"]["gaps"] == 1
+    assert after["counts"]["snapshots"] == before["counts"]["snapshots"] + 1
+    frames = [f for f in after["recentFrames"] if f["seq"] > before["lastSeq"]]
+    assert frames[-1]["type"] == "snapshot"
+    device = dashboard.device(lost, after)
+    assert device is not None and device["x"] == 7.0
+
+
+def test_a_floor_plan_is_placed_by_its_origin_and_scale(
+    dashboard: Dashboard, server: Server
+) -> None:
+    svg = (
+        "<svg xmlns='http://www.w3.org/2000/svg' width='200' height='100'>"
+        "<rect width='200' height='100' fill='white'/></svg>"
+    )
+    image = "data:image/svg+xml," + quote(svg)
+    page = dashboard.page
+    page.click("#floorplan-toggle")
+    page.fill("#floorplan [name=image]", image)
+    page.fill("#floorplan [name=originX]", "-5")
+    page.fill("#floorplan [name=originY]", "-2")
+    page.fill("#floorplan [name=scale]", "0.1")
+    page.click("#floorplan button[type=submit]")
+    state = dashboard.wait(lambda s: s["background"] is not None, "the floor plan")
+    left, top, width, height = state["background"]["rect"]
+    scale = state["view"]["scale"]
+    # 200 x 100 px at 0.1 m/px: 20 x 10 m with its bottom-left corner at (-5, -2).
+    assert (width, height) == pytest.approx((20 * scale, 10 * scale))
+    assert (left, top) == pytest.approx(expected_screen(state, -5, 8))
+
+    # The settings are in the URL, so the link brings the same plan back.
+    dashboard.open(page.url)
+    assert dashboard.wait(lambda s: s["background"] is not None, "the plan from the URL")
+    page.click("#floorplan-toggle")
+    page.click('#floorplan [data-action="clear"]')
+    dashboard.wait(lambda s: s["background"] is None, "the plan removed")
+    assert "image=" not in page.url
+
+
+def test_a_silent_robot_turns_grey(dashboard: Dashboard, server: Server) -> None:
+    robot = unique()
+    publish(server, robot, x=3.0, y=3.0)
+    assert not dashboard.wait_for_device(robot)["stale"]
+    dashboard.search(robot)
+    row = dashboard.page.locator(f'.device[data-id="{robot}"]')
+    assert "stale" not in (row.get_attribute("class") or "")
+    dashboard.wait(
+        lambda s: (d := dashboard.device(robot, s)) is not None and d["stale"], "staleness"
+    )
+    dashboard.page.locator(f'.device.stale[data-id="{robot}"]').wait_for()
+
+
+def test_twenty_simulated_robots_move_and_are_pictured(browser: Browser, tmp_path: Path) -> None:
+    require("mosquitto")
+    srv = start_server(tmp_path, "--simulate", "20")
+    try:
+        dashboard = open_dashboard(browser, srv.http + "/", 1440, 900)
+        first = dashboard.wait(lambda s: len(s["devices"]) == 20, "20 robots")
+        time.sleep(6)  # trails grow
+        page = dashboard.page
+        page.click('.device[data-id="robot3"]')
+        page.click('#details [data-command="slam"]')
+        page.locator('#details .results li[data-status="accepted"]').wait_for()
+        page.wait_for_function(
+            "document.querySelector('.pipeline-note').textContent.includes('1 command ')"
+        )
+        page.click('[data-zoom="fit"]')
+        state = dashboard.wait(
+            lambda s: all(d["visible"] and not d["stale"] for d in s["devices"]), "every robot"
+        )
+        start = {d["id"]: (d["x"], d["y"]) for d in first["devices"]}
+        assert all((d["x"], d["y"]) != start[d["id"]] for d in state["devices"])
+        page.mouse.move(0, 0)  # no hover highlight in the picture
+        picture = page.screenshot(path=str(tmp_path / "dashboard.png"))
+        assert picture.startswith(b"\x89PNG")
+        if os.environ.get("IOTSTREAM_UPDATE_SCREENSHOT"):
+            # Only on request, so that a test run leaves the README's picture alone.
+            SCREENSHOT.write_bytes(picture)
+        page.context.close()
+        assert dashboard.errors == []
+    finally:
+        stop_process(srv.process)
