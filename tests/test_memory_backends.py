@@ -28,6 +28,17 @@ class TestMemoryBus(BusSuite):
             batch: Batch = await consumer.poll(1000, timeout=0.1)
             assert [r.fields["seq"] for r in batch.readings] == list(range(70, 100))
 
+    async def test_batches_every_group_committed_are_dropped(self) -> None:
+        async with MemoryBus() as bus:
+            first, second = await bus.consumer("a"), await bus.consumer("b")
+            await bus.publish(readings("d", range(10)))
+            for consumer in (first, second):
+                assert len(await consumer.poll(1000, timeout=0.1)) == 10
+            await first.commit()
+            assert "10 events retained" in bus.health().detail  # b has not committed yet
+            await second.commit()
+            assert "0 events retained" in bus.health().detail
+
 
 class TestMemoryStore(StoreSuite):
     @pytest.fixture

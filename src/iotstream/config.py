@@ -95,7 +95,7 @@ class Settings(BaseSettings):
         default_factory=lambda: ["*"], description="origins allowed by CORS (comma-separated)"
     )
     ws_interval: float = Field(
-        0.02, gt=0, le=60, description="seconds between WebSocket broadcasts (updates coalesce)"
+        0.01, gt=0, le=60, description="seconds between WebSocket broadcasts (updates coalesce)"
     )
     ws_client_buffer: int = Field(
         64,

@@ -117,7 +117,12 @@ class Subscriber:
         self.ready = asyncio.Event()
         self.needs_snapshot = True
         self.ready.set()
+        self.closed = False
         self.resets = 0
+
+    def close(self) -> None:
+        self.closed = True
+        self.ready.set()
 
     def offer(self, seq: int | None, frame: str) -> None:
         if len(self.queue) >= self.limit:
@@ -131,7 +136,7 @@ class Subscriber:
 
 
 class Hub(Component):
-    def __init__(self, store: Store, *, interval: float = 0.02, client_buffer: int = 64) -> None:
+    def __init__(self, store: Store, *, interval: float = 0.01, client_buffer: int = 64) -> None:
         self.store = store
         self.interval = interval
         self.client_buffer = client_buffer
@@ -227,14 +232,17 @@ class Hub(Component):
         self.subscribers.add(subscriber)
         # The reader ends when the client leaves; that is the normal way out, not a failure.
         reader = asyncio.create_task(self._read(subscriber, receive), name="ws-reader")
+        # Waking the sender through the subscriber's one event keeps a frame's cost per client
+        # to a wake-up and a send; no future per frame to watch the reader too.
+        reader.add_done_callback(lambda _: subscriber.close())
         try:
             for frame in backlog or ():
                 await send(frame)
-            while not reader.done():
-                waiter = asyncio.ensure_future(subscriber.ready.wait())
-                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
+            while True:
+                await subscriber.ready.wait()
                 subscriber.ready.clear()
+                if subscriber.closed:
+                    break
                 if subscriber.needs_snapshot:
                     subscriber.needs_snapshot = False
                     await self._send_snapshot(subscriber, send)

@@ -24,7 +24,7 @@ from .errors import ConfigError
 from .health import HasHealth
 from .hub import Hub
 from .ingest import Ingest
-from .lifecycle import cancel_all, spawn
+from .lifecycle import cancel_all, settle_heap, spawn
 from .mqtt import MqttConnection
 from .parser import Parser
 from .processor import Processor
@@ -153,6 +153,7 @@ async def serve(settings: Settings, roles: frozenset[Role] = EMBEDDED) -> None:
         if settings.simulate:
             fleet = Fleet(settings.simulate, seed=1)
             tasks.append(spawn(simulate(fleet, endpoint, settings.simulate_rate), "simulator"))
+        settle_heap()
         if hub is None:
             log.info("iotstream %s running; stop with Ctrl-C", " + ".join(sorted(roles)))
             await stop.wait()

@@ -1,9 +1,12 @@
 """The embedded bus: an in-process log with bounded retention.
 
 Batches are kept as the objects the ingest produced; nothing is serialised.
-Offsets count batches. When retention drops batches a group has not read yet,
-its consumers continue at the oldest batch kept, as a Kafka consumer would
-after its offset fell out of retention.
+Offsets count batches. A batch every consumer group has committed is dropped
+at once: nothing in one process replays it, and keeping a long history of
+small Python objects would cost memory and garbage-collector pauses that show
+up as latency. When retention drops batches a group has not read yet, its
+consumers continue at the oldest batch kept, as a Kafka consumer would after
+its offset fell out of retention.
 """
 
 from __future__ import annotations
@@ -45,10 +48,19 @@ class MemoryBus(Bus):
         self._log.append(batch)
         self._retained += len(batch)
         while self._retained > self.retention_events and len(self._log) > 1:
-            self._retained -= len(self._log.popleft())
-            self._first += 1
+            self._drop_first()
         async with self._appended:
             self._appended.notify_all()
+
+    def _drop_first(self) -> None:
+        self._retained -= len(self._log.popleft())
+        self._first += 1
+
+    def _commit(self, group: str, position: int) -> None:
+        self._committed[group] = position
+        done = min(self._committed.values())
+        while self._first < done and self._log:
+            self._drop_first()
 
     async def consumer(self, group: str) -> Consumer:
         return MemoryConsumer(self, group)
@@ -101,7 +113,7 @@ class MemoryConsumer(Consumer):
         return batch
 
     async def commit(self) -> None:
-        self._bus._committed[self._group] = self._position
+        self._bus._commit(self._group, self._position)
 
     async def close(self) -> None:
         """Nothing to release; uncommitted events go to the group's next consumer."""
