@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run demo test lint typecheck pytest clean services services-down system-packages
+.PHONY: run demo test lint typecheck pytest clean services services-down system-packages bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ services-down:
 
 ## test: install what the tests need, then lint, type-check and run every test
 test: system-packages $(VENV)/.dev-installed lint typecheck pytest
+
+## bench: measure the server (embedded, and distributed when java and mvn are there); writes bench/results/
+bench: $(VENV)/.dev-installed
+	@scripts/system-packages.sh mosquitto:mosquitto
+	@scripts/system-packages.sh --optional redis-server:redis-server maven:mvn openjdk-17-jre-headless:java
+	$(BIN)/iotstream bench --distributed $(ARGS)
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests

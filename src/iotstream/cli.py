@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -52,6 +53,12 @@ def _simulate(args: argparse.Namespace) -> None:
     asyncio.run(simulate(fleet, endpoint, args.rate, args.duration))
 
 
+def _bench(args: argparse.Namespace) -> None:
+    from .bench import run
+
+    raise SystemExit(run(args, "iotstream " + shlex.join(sys.argv[1:])))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="iotstream", description="Real-time coordinate streaming for fleets of IoT robots."
@@ -85,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     sim.add_argument("--seed", type=int, default=None, help="seed for reproducible paths")
     sim.set_defaults(handler=_simulate)
+
+    from .bench import add_arguments as add_bench_arguments
+
+    bench = commands.add_parser(
+        "bench",
+        help="measure throughput, loss, latency, CPU and memory",
+        description="Start iotstream on free loopback ports, drive it with simulated robots, "
+        "and write bench/results/ (see BENCHMARKS.md).",
+    )
+    add_bench_arguments(bench)
+    bench.set_defaults(handler=_bench)
     return parser
 
 

@@ -1,0 +1,394 @@
+"""The results of a bench run: ``results.json``, ``results.md`` and two PNG plots.
+
+The JSON holds everything measured; the Markdown and the plots are views of it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+JSON = "results.json"
+MARKDOWN = "results.md"
+LATENCY_PNG = "latency.png"
+THROUGHPUT_PNG = "throughput.png"
+CEILING_SHARE = 0.75
+
+
+def _find(results: dict[str, Any], name: str, mode: str = "embedded") -> dict[str, Any] | None:
+    for scenario in results["scenarios"]:
+        if scenario["name"] == name and scenario["mode"] == mode and "error" not in scenario:
+            found: dict[str, Any] = scenario
+            return found
+    return None
+
+
+def _rss(scenario: dict[str, Any] | None) -> float | None:
+    if scenario is None:
+        return None
+    value: float | None = scenario["resources"]["server"]["total"]["rssPeakMb"]
+    return value
+
+
+def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets for the embedded mode; ``met`` is ``None`` when not measured."""
+    ceiling = (results.get("ceiling") or {}).get("throughput")
+    best = _find(results, "max-throughput")
+    sustained = best["throughput"] if best is not None and best.get("sustained") else None
+    ratio = sustained / ceiling if sustained and ceiling else None
+    rate_10k = _find(results, "rate-10k")
+    fanout = _find(results, "fanout-500")
+    memory = _find(results, "memory-10k")
+
+    def p99(scenario: dict[str, Any] | None) -> float | None:
+        return None if scenario is None else scenario["latency"]["p99Ms"]
+
+    rows = [
+        (
+            "sustained throughput, no loss, as a share of the ceiling",
+            ">= 0.75",
+            ratio,
+            CEILING_SHARE,
+            True,
+        ),
+        ("sustained throughput, no loss (msg/s)", ">= 50000", sustained, 50_000, True),
+        ("p99 latency at 10k msg/s, 1000 devices x 10 Hz (ms)", "<= 25", p99(rate_10k), 25, False),
+        (
+            "p99 latency, fan-out 500 clients x 1000 devices x 10 Hz (ms)",
+            "<= 100",
+            p99(fanout),
+            100,
+            False,
+        ),
+        (
+            "peak RSS with 10k devices, server + its mosquitto (MB)",
+            "<= 200",
+            _rss(memory),
+            200,
+            False,
+        ),
+    ]
+    return [
+        {
+            "target": target,
+            "limit": limit,
+            "value": round(value, 3) if isinstance(value, float) else value,
+            "met": None if value is None else (value >= bound if at_least else value <= bound),
+        }
+        for target, limit, value, bound, at_least in rows
+    ]
+
+
+def write_json(results: dict[str, Any], out: Path) -> None:
+    # Written aside and renamed, so a reader never sees half a file.
+    scratch = out / (JSON + ".tmp")
+    scratch.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+    os.replace(scratch, out / JSON)
+
+
+# -- Markdown --------------------------------------------------------------
+
+
+def _n(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _state_loss(scenario: dict[str, Any]) -> str:
+    loss = scenario["loss"]
+    if "subscriber" in loss:
+        return str(loss["subscriber"]["missing"])
+    state = loss["state"]
+    parts = [f"{state['missing']} missing"] if state["missing"] else []
+    if state["finalSeqMismatches"]:
+        parts.append(f"{state['finalSeqMismatches']} stale")
+    if state["duplicates"]:
+        parts.append(f"{state['duplicates']} dup")
+    return ", ".join(parts) or "0"
+
+
+def _ws_loss(scenario: dict[str, Any]) -> str:
+    ws = scenario["loss"].get("websocket")
+    if ws is None:
+        return "-"
+    labels = {
+        "missedFrames": "frames missed",
+        "resets": "resets",
+        "seqRegressions": "seq back",
+        "finalSeqMismatches": "stale at end",
+        "clientsBehind": "clients behind",
+        "clientsClosed": "clients closed",
+        "sizeMismatches": "frames differ",
+    }
+    parts = [f"{ws[key]} {label}" for key, label in labels.items() if ws[key]]
+    return ", ".join(parts) or "0"
+
+
+def _resources(scenario: dict[str, Any]) -> tuple[str, str]:
+    resources = scenario["resources"]
+    parts = resources.get("server") or {
+        "processes": {
+            **resources["broker"]["processes"],
+            **resources["subscriber"]["processes"],
+        }
+    }
+    processes = parts["processes"]
+    cpu = " + ".join(f"{name} {_n(p['cpuPercent'])}" for name, p in processes.items())
+    rss = " + ".join(f"{name} {_n(p['rssPeakMb'])}" for name, p in processes.items())
+    return cpu, rss
+
+
+def _row(scenario: dict[str, Any]) -> str:
+    name = f"{scenario['name']} ({scenario['mode']})"
+    if "error" in scenario:
+        return f"| {name} | failed: {scenario['error'].splitlines()[0]} |" + " |" * 12
+    if scenario.get("throughput") is None:
+        return f"| {name} | no sustained step |" + " |" * 12
+    latency = scenario.get("latency") or {}
+    generator = scenario["generator"]
+    short = " ⚠ short" if generator["fellShort"] else ""
+    cpu, rss = _resources(scenario)
+    machine = scenario["resources"]["machine"]
+    ratio = scenario.get("ratioToCeiling")
+    cells = [
+        name,
+        f"{scenario['devices']:,} x {scenario['rateHz']:g} Hz",
+        str(scenario.get("clients", "-")),
+        _n(scenario["targetRate"]),
+        _n(generator["achievedRate"]) + short,
+        _n(scenario["throughput"]),
+        f"{ratio:.2f}" if ratio is not None else "-",
+        _state_loss(scenario),
+        _ws_loss(scenario),
+        " / ".join(_n(latency.get(k), 1) for k in ("p50Ms", "p90Ms", "p99Ms", "maxMs")),
+        cpu,
+        rss,
+        f"{_n(machine['busyPercent'])} ({_n(machine['unexplainedPercent'])})",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _steps(scenario: dict[str, Any]) -> list[str]:
+    lines = [
+        f"### {scenario['title']} ({scenario['mode']}): steps",
+        "",
+        "| target msg/s | generator msg/s | achieved msg/s | p50 ms | p99 ms | drain s "
+        "| CPU % (server: with its Mosquitto) | machine busy % | sustained |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for step in scenario["steps"]:
+        latency = step.get("latency") or {}
+        verdict = "yes" if step["sustained"] else "no: " + ", ".join(step["problems"])
+        cpu = ", ".join(f"{name} {_n(value)}" for name, value in step["cpuPercent"].items())
+        lines.append(
+            f"| {_n(step['targetRate'])} | {_n(step['generatorRate'])} | {_n(step['throughput'])} "
+            f"| {_n(latency.get('p50Ms'), 1)} | {_n(latency.get('p99Ms'), 1)} "
+            f"| {_n(step['drainSeconds'], 2)} | {cpu} "
+            f"| {_n(step['machine']['busyPercent'])} | {verdict} |"
+        )
+    return [*lines, ""]
+
+
+def _source(results: dict[str, Any]) -> str:
+    before, after = results["source"], results["sourceAfter"]
+    text = f"- source: commit {before['commit']}"
+    if before["changedFiles"]:
+        text += f" with local changes to {', '.join(before['changedFiles'])}"
+    if after != before:
+        changed = ", ".join(after["changedFiles"] or []) or "none"
+        text += (
+            f"; **the checkout changed during the run** (at the end: commit {after['commit']}, "
+            f"local changes to {changed})"
+        )
+    return text
+
+
+def markdown(results: dict[str, Any]) -> str:
+    machine = results["machine"]
+    packages = ", ".join(f"{k} {v}" for k, v in machine["packages"].items() if v)
+    lines = [
+        f"# iotstream bench ({results['profile']} profile)",
+        "",
+        f"- run: {results['startedAt']} → {results['finishedAt']}, `{results['command']}`",
+        _source(results),
+        f"- machine: {machine['cores']} cores ({machine['cpuModel']}), "
+        f"{_n(machine['memoryMb'])} MB, Linux {machine['kernel']}",
+        f"- Python {machine['python']}, {machine['mosquitto']}, {packages}",
+        f"- load average (1/5/15 min) before: {results['loadAverageBefore']}, "
+        f"after: {results['loadAverageAfter']}",
+        "- CPU is percent of one core over the measured window; RSS is the peak in it. "
+        "Machine busy is all cores together (200 = two cores); (other) is the part no process "
+        "of the bench or the system under test explains: other work on a shared machine.",
+        "- latency p50 / p90 / p99 / max in ms: publish → WebSocket receive of each device "
+        "state at each client.",
+        "",
+        "| scenario | load | clients | target msg/s | generator msg/s | achieved msg/s "
+        "| x ceiling | state loss | WebSocket loss | latency ms | CPU % | RSS MB "
+        "| machine busy % (other) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = [results["ceiling"]] if results.get("ceiling") else []
+    lines += [_row(s) for s in [*rows, *results["scenarios"]]]
+    lines += ["", "## Targets (embedded mode)", "", "| target | limit | measured | met |"]
+    lines.append("|---|---|---|---|")
+    for t in results["targets"]:
+        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        value = t["value"]
+        shown = (
+            "-" if value is None else (f"{value:.2f}" if isinstance(value, float) else f"{value:,}")
+        )
+        lines.append(f"| {t['target']} | {t['limit']} | {shown} | {met} |")
+    lines.append("")
+    for scenario in [*rows, *results["scenarios"]]:
+        if scenario.get("steps") and len(scenario["steps"]) > 1:
+            lines += _steps(scenario)
+    short = [
+        f"{s['name']} ({s['mode']})"
+        for s in [*rows, *results["scenarios"]]
+        if "generator" in s and s["generator"]["fellShort"]
+    ]
+    lines.append(
+        "Generator fell short of its target in: " + ", ".join(short) + "."
+        if short
+        else "The generator reached its target rate in every scenario."
+    )
+    distributed = results["distributed"]
+    if not distributed["run"]:
+        lines += ["", f"Distributed mode not run: {distributed['reason']}"]
+    return "\n".join(lines) + "\n"
+
+
+# -- plots -----------------------------------------------------------------
+
+
+def _latency_points(results: dict[str, Any], mode: str) -> list[tuple[float, dict[str, Any], bool]]:
+    """(achieved msg/s, latency, sustained) of the runs of ``mode`` with 1000 devices and a
+    few clients (not fan-out, not memory), by rate."""
+    points = []
+    for scenario in results["scenarios"]:
+        if (
+            scenario["mode"] != mode
+            or "error" in scenario
+            or scenario["kind"] in ("fanout", "memory")
+        ):
+            continue
+        if scenario["kind"] == "ramp":
+            points += [
+                (s["throughput"], s["latency"], s["sustained"])
+                for s in scenario["steps"]
+                if s.get("latency")
+            ]
+        elif scenario.get("latency"):
+            points.append((scenario["throughput"], scenario["latency"], scenario["sustained"]))
+    return sorted((p for p in points if p[1]["count"]), key=lambda p: p[0])
+
+
+PERCENTILES = (("p50Ms", "tab:green"), ("p90Ms", "tab:orange"), ("p99Ms", "tab:red"))
+
+
+def plot_latency(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (by_rate, by_clients) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for mode, style in (("embedded", "-o"), ("distributed", "--s")):
+        points = _latency_points(results, mode)
+        kept = [p for p in points if p[2]]
+        broke = [p for p in points if not p[2]]
+        for key, color in PERCENTILES:
+            label = f"{mode} {key[:3]}"
+            by_rate.plot([p[0] for p in kept], [p[1][key] for p in kept], style, color=color,
+                         label=label)  # fmt: skip
+            if broke:
+                # One legend entry says what the crosses are; the colour says which percentile.
+                shown = f"{mode}, not sustained" if key == "p99Ms" else "_nolegend_"
+                by_rate.plot([p[0] for p in broke], [p[1][key] for p in broke], "x",
+                             color=color, label=shown)  # fmt: skip
+    by_rate.set(xlabel="achieved msg/s", ylabel="latency (ms)", yscale="log",
+                title="publish → WebSocket latency per rate")  # fmt: skip
+    by_rate.grid(True, which="both", alpha=0.3)
+    if by_rate.lines:
+        by_rate.legend(fontsize=7)
+    names = ("rate-10k", "fanout-100", "fanout-500")
+    fan = sorted(
+        (
+            s
+            for s in results["scenarios"]
+            if s["mode"] == "embedded" and "error" not in s and s["name"] in names
+            and s["latency"]["count"]
+        ),
+        key=lambda s: s["clients"],
+    )  # fmt: skip
+    if fan:
+        clients = [s["clients"] for s in fan]
+        for key, color in PERCENTILES:
+            by_clients.plot(clients, [s["latency"][key] for s in fan], "-o", color=color,
+                            label=key[:3])  # fmt: skip
+    by_clients.set(xlabel="WebSocket clients (1000 devices x 10 Hz)", ylabel="latency (ms)",
+                   yscale="log", title="fan-out (embedded)")  # fmt: skip
+    by_clients.grid(True, which="both", alpha=0.3)
+    if by_clients.lines:
+        by_clients.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_throughput(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ceiling = (results.get("ceiling") or {}).get("throughput")
+    bars: list[tuple[str, float]] = []
+    if ceiling:
+        bars.append(("ceiling\n(bare mosquitto)", ceiling))
+    best = _find(results, "max-throughput")
+    if best is not None and best.get("throughput"):
+        bars.append(("embedded\nmax sustained", best["throughput"]))
+    # The distributed mode runs fixed rates only: its bar is the highest it carried without
+    # loss, whatever its latency (Kafka batches), not a ramped maximum.
+    distributed = [
+        s
+        for s in results["scenarios"]
+        if s["mode"] == "distributed"
+        and "error" not in s
+        and s["lossFree"]
+        and not s["generator"]["fellShort"]
+    ]
+    if distributed:
+        top = max(distributed, key=lambda s: s["throughput"])
+        bars.append((f"distributed {top['name']}\n(highest rate run)", top["throughput"]))
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    if bars:
+        labels, values = zip(*bars, strict=True)
+        drawn = axes.bar(labels, values, color=["tab:gray", "tab:blue", "tab:purple"][: len(bars)])
+        ratios = [
+            f"{v:,.0f}" + (f"\n{v / ceiling:.2f} x ceiling" if ceiling else "") for v in values
+        ]
+        axes.bar_label(drawn, ratios, fontsize=8)
+    if ceiling:
+        axes.axhline(CEILING_SHARE * ceiling, color="tab:red", linestyle="--", linewidth=1,
+                     label=f"target {CEILING_SHARE} x ceiling")  # fmt: skip
+        axes.legend(fontsize=8)
+    axes.set(ylabel="msg/s without loss", title="throughput per mode")
+    axes.margins(y=0.2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_all(results: dict[str, Any], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(results, out)
+    (out / MARKDOWN).write_text(markdown(results))
+    plot_latency(results, out / LATENCY_PNG)
+    plot_throughput(results, out / THROUGHPUT_PNG)
+    return [out / name for name in (JSON, MARKDOWN, LATENCY_PNG, THROUGHPUT_PNG)]

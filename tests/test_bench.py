@@ -1,0 +1,105 @@
+"""A smoke run of the bench (``--quick``), so it never rots. It checks that every result is
+written and complete, never how fast anything was."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from iotstream.bench import main
+
+from .conftest import require
+
+MEASURED = {
+    "devices", "rateHz", "targetRate", "timing", "loadAverage", "generator", "throughput",
+    "counted", "drainSeconds", "loss", "lossFree", "resources", "sustained", "problems",
+    "name", "title", "kind", "mode", "seconds", "ratioToCeiling",
+}  # fmt: skip
+GENERATOR = {
+    "processes", "connections", "targetRate", "achievedRate", "planned", "sent", "seconds",
+    "maxLagMs", "fellShort",
+}  # fmt: skip
+LATENCY = {"count", "p50Ms", "p90Ms", "p99Ms", "maxMs"}
+STATE_LOSS = {"missing", "duplicates", "finalSeqMismatches"}
+WS_LOSS = {
+    "missedFrames", "resets", "seqRegressions", "finalSeqMismatches", "clientsBehind",
+    "clientsClosed", "sizeMismatches",
+}  # fmt: skip
+RESOURCE = {"pid", "cpuPercent", "rssPeakMb", "rssEndMb"}
+
+
+def check_group(group: dict[str, Any], names: set[str]) -> None:
+    assert set(group["processes"]) == names
+    for figures in group["processes"].values():
+        assert set(figures) == RESOURCE
+    assert set(group["total"]) == {"cpuPercent", "rssPeakMb", "rssEndMb"}
+
+
+def check_run(result: dict[str, Any]) -> None:
+    assert "error" not in result, result.get("error")
+    assert set(result) >= MEASURED
+    assert set(result["generator"]) == GENERATOR
+    assert result["generator"]["sent"] > 0
+    assert set(result["resources"]["machine"]) == {
+        "cores", "busyPercent", "unexplainedPercent", "stealPercent"
+    }  # fmt: skip
+
+
+def check_server_run(result: dict[str, Any]) -> None:
+    check_run(result)
+    assert set(result["latency"]) == LATENCY
+    assert result["latency"]["count"] > 0
+    assert set(result["loss"]["state"]) == STATE_LOSS
+    assert set(result["loss"]["websocket"]) == WS_LOSS
+    assert result["websocket"]["clients"] == result["clients"]
+    resources = result["resources"]
+    check_group(resources["server"], {"server", "mosquitto"})
+    assert set(resources["generator"]["processes"]) == {
+        f"publisher-{p}" for p in range(result["generator"]["processes"])
+    }
+    assert resources["watchers"]["processes"]
+
+
+def test_a_quick_bench_writes_every_result(tmp_path: Path) -> None:
+    require("mosquitto")
+    out = tmp_path / "results"
+    assert main(["--quick", "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {
+        "results.json", "results.md", "latency.png", "throughput.png"
+    }  # fmt: skip
+    for png in ("latency.png", "throughput.png"):
+        assert (out / png).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["profile"] == "quick"
+    assert results["command"] == f"python -m iotstream.bench --quick --out {out}"
+    assert {"cpuModel", "cores", "memoryMb", "kernel", "python", "mosquitto"} <= set(
+        results["machine"]
+    )
+    assert len(results["loadAverageBefore"]) == len(results["loadAverageAfter"]) == 3
+    for source in (results["source"], results["sourceAfter"]):
+        assert set(source) == {"commit", "changedFiles"}
+    assert results["distributed"] == {"run": False, "reason": "not asked for (--distributed)"}
+
+    ceiling = results["ceiling"]
+    check_run(ceiling)
+    assert ceiling["ratioToCeiling"] == 1.0
+    check_group(ceiling["resources"]["broker"], {"mosquitto"})
+    check_group(ceiling["resources"]["subscriber"], {"subscriber"})
+    assert ceiling["steps"]
+
+    by_name = {s["name"]: s for s in results["scenarios"]}
+    assert list(by_name) == ["rate-1k", "max-throughput", "fanout-100", "memory-10k"]
+    for result in by_name.values():
+        assert result["mode"] == "embedded"
+        check_server_run(result)
+        assert result["ratioToCeiling"] is not None
+    steps = by_name["max-throughput"]["steps"]
+    assert steps and {"targetRate", "throughput", "latency", "sustained"} <= set(steps[0])
+
+    targets = results["targets"]
+    assert [set(t) for t in targets] == [{"target", "limit", "value", "met"}] * 5
+    markdown = (out / "results.md").read_text()
+    for name in ("ceiling", *by_name):
+        assert f"| {name} (" in markdown
