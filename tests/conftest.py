@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import socket
@@ -45,6 +46,68 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
 def children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+PROBE = "__iotstream_probe__"
+
+
+class MqttListener:
+    """A real ``mosquitto_sub`` on one topic, live before the test goes on: probes are
+    published until it prints one, so no sleep has to guess when the subscription is in."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.port, self.topic = port, topic
+        self.process = subprocess.Popen(
+            [require("mosquitto_sub"), "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-q", "1"],
+            stdout=subprocess.PIPE,
+        )
+        self._buffer = b""
+        deadline = time.monotonic() + 20
+        while self._read_line(0.2) != PROBE:
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"mosquitto_sub on {topic} never received a probe")
+            subprocess.run(
+                [require("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(port), "-t", topic,
+                 "-q", "1", "-m", PROBE],
+                check=True, timeout=10,
+            )  # fmt: skip
+
+    def _read_line(self, timeout: float) -> str | None:
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode()
+
+    def lines(self, count: int, timeout: float = 20) -> list[str]:
+        """The next ``count`` messages, probes left out."""
+        got: list[str] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count and time.monotonic() < deadline:
+            line = self._read_line(deadline - time.monotonic())
+            if line is not None and line != PROBE:
+                got.append(line)
+        return got
+
+    def __enter__(self) -> MqttListener:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
-from .conftest import Server, require, start_server, stop_process
+from .conftest import MqttListener, Server, require, start_server, stop_process
 
 pytestmark = pytest.mark.browser
 
@@ -247,41 +246,19 @@ def test_a_command_button_reaches_the_robot_over_mqtt(dashboard: Dashboard, serv
     robot = unique()
     publish(server, robot, x=2.0, y=3.0)
     dashboard.wait_for_device(robot)
-    with subprocess.Popen(
-        [
-            require("mosquitto_sub"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(server.mqtt_port),
-            "-t",
-            f"orin/{robot}/command",
-            "-q",
-            "1",
-            "-C",
-            "2",
-            "-W",
-            "20",
-        ],
-        stdout=subprocess.PIPE,
-    ) as subscriber:
-        try:
-            time.sleep(0.5)  # let the subscription settle
-            page = dashboard.page
-            dashboard.select_in_list(robot)
-            page.click('#details [data-command="slam"]')
-            accepted = page.locator('#details .results li[data-status="accepted"]')
-            accepted.wait_for()
-            assert f"slam → {robot}" in accepted.inner_text()
-            assert accepted.get_attribute("data-command-id")
+    with MqttListener(server.mqtt_port, f"orin/{robot}/command") as device_side:
+        page = dashboard.page
+        dashboard.select_in_list(robot)
+        page.click('#details [data-command="slam"]')
+        accepted = page.locator('#details .results li[data-status="accepted"]')
+        accepted.wait_for()
+        assert f"slam → {robot}" in accepted.inner_text()
+        assert accepted.get_attribute("data-command-id")
 
-            page.fill("#details .custom-command input", "goto 3.5 2.0")
-            page.press("#details .custom-command input", "Enter")
-            page.locator('#details .results li[data-status="accepted"]').nth(1).wait_for()
-            out, _ = subscriber.communicate(timeout=20)
-        finally:
-            stop_process(subscriber)
-    assert out.decode().splitlines() == ["slam", "goto 3.5 2.0"]
+        page.fill("#details .custom-command input", "goto 3.5 2.0")
+        page.press("#details .custom-command input", "Enter")
+        page.locator('#details .results li[data-status="accepted"]').nth(1).wait_for()
+        assert device_side.lines(2) == ["slam", "goto 3.5 2.0"]
 
     page.fill("#details .custom-command input", "x" * 257)
     page.press("#details .custom-command input", "Enter")

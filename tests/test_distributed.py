@@ -24,7 +24,7 @@ from websockets.asyncio.client import connect
 from iotstream.config import MqttEndpoint
 from iotstream.mqtt import MqttConnection
 
-from .conftest import require, stop_process
+from .conftest import MqttListener, require, stop_process
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
@@ -151,22 +151,13 @@ async def test_a_coordinate_reaches_websocket_clients_of_both_apis(stack: Stack)
 
 def test_a_command_posted_to_either_api_reaches_the_device(stack: Stack) -> None:
     device = f"orin-{uuid.uuid4().hex[:6]}"
-    sub = subprocess.Popen(
-        [require("mosquitto_sub"), "-h", "127.0.0.1", "-p", str(stack.mqtt_port),
-         "-t", f"orin/{device}/command", "-q", "1", "-C", "2", "-W", "20"],
-        stdout=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        time.sleep(0.5)  # let the subscription settle
+    with MqttListener(stack.mqtt_port, f"orin/{device}/command") as device_side:
         for api, command in (("api1", "tracking"), ("api2", "slam")):
             response = httpx.post(
                 f"{stack.http[api]}/api/commands/{device}", json={"command": command}
             )
             assert response.status_code == 202, response.text
-        out, _ = sub.communicate(timeout=20)
-    finally:
-        stop_process(sub)  # type: ignore[arg-type]
-    assert out.decode().split() == ["tracking", "slam"]
+        assert device_side.lines(2) == ["tracking", "slam"]
 
 
 async def publish_stream(port: int, devices: int, count: int, rate: float) -> None:

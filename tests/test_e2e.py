@@ -16,7 +16,15 @@ import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from .conftest import Server, children, free_port, require, start_server, stop_process
+from .conftest import (
+    MqttListener,
+    Server,
+    children,
+    free_port,
+    require,
+    start_server,
+    stop_process,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -144,35 +152,14 @@ async def test_resume_replays_missed_frames(server: Server) -> None:
 
 def test_commands_reach_the_device_over_mqtt(server: Server) -> None:
     device = unique()
-    sub = subprocess.Popen(
-        [
-            require("mosquitto_sub"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(server.mqtt_port),
-            "-t",
-            f"orin/{device}/command",
-            "-q",
-            "1",
-            "-C",
-            "4",
-            "-W",
-            "20",
-        ],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        time.sleep(0.5)  # let the subscription settle
-        for command in ("tracking", "slam", "none", "goto 3.5 2.0"):
+    commands = ["tracking", "slam", "none", "goto 3.5 2.0"]
+    with MqttListener(server.mqtt_port, f"orin/{device}/command") as device_side:
+        for command in commands:
             response = httpx.post(f"{server.http}/api/commands/{device}", json={"command": command})
             assert response.status_code == 202, response.text
             body = response.json()
             assert body["topic"] == f"orin/{device}/command" and body["id"]
-        out, _ = sub.communicate(timeout=20)
-    finally:
-        stop_process(sub)  # type: ignore[arg-type]
-    assert out.decode().splitlines() == ["tracking", "slam", "none", "goto 3.5 2.0"]
+        assert device_side.lines(len(commands)) == commands
 
 
 @pytest.mark.parametrize(
