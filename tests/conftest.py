@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import select
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,11 +16,8 @@ import httpx
 import pytest
 import services  # scripts/services.py: the engines, started as in `make services`
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# The bench starts and stops servers as the tests do.
+from iotstream.bench.systems import free_port, stop_process
 
 
 def require(binary: str) -> str:
@@ -31,16 +26,6 @@ def require(binary: str) -> str:
     if path is None:
         pytest.fail(f"{binary} is not installed; `make test` installs it")
     return path
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def children(pid: int) -> list[int]:
