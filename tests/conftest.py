@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,22 +189,38 @@ def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> S
         time.sleep(0.1)
 
 
+def _started(start: Callable[[], services.Service]) -> Iterator[services.Service]:
+    """A service started on fresh ports, tried again when another process took a port first
+    (free ports are only free until someone binds them)."""
+    for attempt in range(3):
+        try:
+            service = start()
+        except services.ServiceError:
+            if attempt == 2:
+                raise
+            continue
+        with service:
+            yield service
+        return
+
+
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Service]:
     """A real single-node Apache Kafka (KRaft) on free loopback ports, for the whole session."""
     require("java")
     require("mvn")
-    port, controller_port = services.free_ports(2)
-    with services.start_kafka(port, controller_port, tmp_path_factory.mktemp("kafka")) as broker:
-        yield broker
+    yield from _started(
+        lambda: services.start_kafka(*services.free_ports(2), tmp_path_factory.mktemp("kafka"))
+    )
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Service]:
     """A real redis-server on a free loopback port, for the whole session."""
     require("redis-server")
-    with services.start_redis(services.free_port(), tmp_path_factory.mktemp("redis")) as server:
-        yield server
+    yield from _started(
+        lambda: services.start_redis(services.free_port(), tmp_path_factory.mktemp("redis"))
+    )
 
 
 @pytest.fixture(scope="module")

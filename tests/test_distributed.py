@@ -204,3 +204,60 @@ async def test_kill_9_of_processor_and_bridge_loses_nothing(stack: Stack) -> Non
     )
     counts = httpx.get(f"{api}/api/stats").json()["perDevice"]
     assert {d: counts.get(f"dev{d}") for d in range(devices)} == {d: count for d in range(devices)}
+
+
+async def test_a_redis_outage_holds_the_processor_and_loses_nothing(
+    tmp_path: Path, kafka: services.Service
+) -> None:
+    """While Redis is down the processor keeps its batch and commits nothing; once Redis is
+    back, what was published during the outage arrives."""
+    require("mosquitto")
+
+    def publish(seqs: range) -> None:
+        lines = [orjson.dumps({"x": float(s), "y": 0.0, "seq": s}).decode() for s in seqs]
+        subprocess.run(
+            [require("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1",
+             "-t", "sensors/outage/coordinates", "-l"],
+            input="\n".join(lines).encode() + b"\n", check=True, timeout=30,
+        )  # fmt: skip
+
+    def wait_for(predicate: Any, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f"{what}\n{stack.log('processor')[-2000:]}"
+            time.sleep(0.1)
+
+    def seq() -> Any:
+        response = httpx.get(f"{stack.http['api']}/api/devices/outage", timeout=5)
+        return response.json().get("seq") if response.status_code == 200 else None
+
+    with (
+        services.start_mosquitto(services.free_port(), tmp_path / "mosquitto") as broker,
+        services.start_redis(services.free_port(), tmp_path / "redis") as redis,
+    ):
+        stack = Stack(tmp_path, broker.port, kafka.address, f"redis://{redis.address}/0")
+        try:
+            stack.start_bridge()
+            stack.start("processor", "processor")
+            stack.start_api("api")
+            publish(range(10))
+            wait_for(lambda: seq() == 9, "the first readings never arrived")
+
+            redis.kill()
+            wait_for(
+                lambda: httpx.get(f"{stack.http['api']}/api/health", timeout=5).status_code == 503,
+                "health never reported the Redis outage",
+            )
+            publish(range(10, 30))
+            wait_for(
+                lambda: "holding the batch until it is back" in stack.log("processor"),
+                "the processor never met the outage",
+            )
+            assert stack.processes["processor"].poll() is None, stack.log("processor")
+
+            redis.restart()
+            wait_for(lambda: seq() == 29, "readings published during the outage were lost")
+            health = httpx.get(f"{stack.http['api']}/api/health", timeout=5)
+            assert health.status_code == 200, health.text
+        finally:
+            stack.stop_all()
