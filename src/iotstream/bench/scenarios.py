@@ -246,19 +246,7 @@ def measure(system: System, scenario: Scenario, load: Load) -> dict[str, Any]:
     latency = histogram.summary()
     throughput = (last - first) / (end - begin)
     lossless = not any(state_loss.values()) and not any(stream["loss"].values())
-    problems = []
-    if sent_summary["fellShort"]:
-        problems.append("generator fell short")
-    if not lossless:
-        problems.append("loss")
-    if drain is None or drain > DRAIN_LIMIT:
-        problems.append("did not drain" if drain is None else f"drained in {drain:.1f} s")
-    if latency["p50Ms"] is None or latency["p50Ms"] > P50_LIMIT * 1000:
-        problems.append("p50 above limit")
-    if latency["p99Ms"] is None or latency["p99Ms"] > P99_LIMIT * 1000:
-        problems.append("p99 above limit")
-    if throughput < KEEP_UP * sent_summary["achievedRate"]:
-        problems.append("fell behind in the window")
+    problems = _problems(sent_summary, lossless, drain, throughput, latency)
     return {
         "devices": load.devices,
         "rateHz": load.rate,
@@ -283,6 +271,31 @@ def measure(system: System, scenario: Scenario, load: Load) -> dict[str, Any]:
         "sustained": not problems,
         "problems": problems,
     }
+
+
+def _problems(
+    sent: dict[str, Any],
+    lossless: bool,
+    drain: float | None,
+    throughput: float,
+    latency: dict[str, Any] | None = None,
+) -> list[str]:
+    """Why a run is not sustained (empty when it is); the ceiling has no latency to judge."""
+    problems = []
+    if sent["fellShort"]:
+        problems.append("generator fell short")
+    if not lossless:
+        problems.append("loss")
+    if drain is None or drain > DRAIN_LIMIT:
+        problems.append("did not drain" if drain is None else f"drained in {drain:.1f} s")
+    if latency is not None:
+        if latency["p50Ms"] is None or latency["p50Ms"] > P50_LIMIT * 1000:
+            problems.append("p50 above limit")
+        if latency["p99Ms"] is None or latency["p99Ms"] > P99_LIMIT * 1000:
+            problems.append("p99 above limit")
+    if throughput < KEEP_UP * sent["achievedRate"]:
+        problems.append("fell behind in the window")
+    return problems
 
 
 def measure_ceiling(broker: BareBroker, scenario: Scenario, load: Load) -> dict[str, Any]:
@@ -310,15 +323,7 @@ def measure_ceiling(broker: BareBroker, scenario: Scenario, load: Load) -> dict[
             machine = sampler.machine()
     throughput = (last - first) / (end - begin)
     missing = max(0, sent_summary["sent"] - counted)
-    problems = []
-    if sent_summary["fellShort"]:
-        problems.append("generator fell short")
-    if missing:
-        problems.append("loss")
-    if drain is None or drain > DRAIN_LIMIT:
-        problems.append("did not drain" if drain is None else f"drained in {drain:.1f} s")
-    if throughput < KEEP_UP * sent_summary["achievedRate"]:
-        problems.append("fell behind in the window")
+    problems = _problems(sent_summary, not missing, drain, throughput)
     return {
         "devices": load.devices,
         "rateHz": load.rate,

@@ -29,6 +29,7 @@ import orjson
 from .errors import BenchError
 from .generator import HOST, publish_once
 from .resources import children
+from .workers import StopOnExit
 
 START_TIMEOUT = 30.0
 PIPELINE_TIMEOUT = 90.0
@@ -78,7 +79,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-class System(ABC):
+class System(StopOnExit, ABC):
     """A running iotstream: where to publish, where to watch, which processes it is."""
 
     mode: str
@@ -158,17 +159,6 @@ class System(ABC):
     def stop(self) -> None:
         for process in reversed(self.processes.values()):
             stop_process(process)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class EmbeddedServer(System):

@@ -37,6 +37,24 @@ def run_async(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
+class StopOnExit:
+    """``with`` gives the object itself and calls its ``stop()`` on the way out."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
 class Worker:
     """One spawned process running ``target(pipe, *args)``."""
 
@@ -92,7 +110,7 @@ class Worker:
         self.pipe.close()
 
 
-class WorkerGroup:
+class WorkerGroup(StopOnExit):
     """Workers started together, told the same thing, and stopped together."""
 
     def __init__(self, workers: list[Worker]) -> None:
@@ -120,17 +138,6 @@ class WorkerGroup:
     def stop(self) -> None:
         for worker in self.workers:
             worker.stop()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 async def next_message(pipe: Connection, timeout: float) -> tuple[Any, ...]:
