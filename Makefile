@@ -35,10 +35,10 @@ system-packages:
 
 ## services: Mosquitto, Redis and Kafka (KRaft, jars from Maven Central) on loopback, for development
 services: system-packages
-	$(PYTHON) scripts/services.py up
+	$(PYTHON) -m harness up
 
 services-down:
-	$(PYTHON) scripts/services.py down
+	$(PYTHON) -m harness down
 
 ## test: install what the tests need, then lint, type-check and run every test
 test: system-packages $(VENV)/.dev-installed lint typecheck pytest
@@ -47,11 +47,11 @@ test: system-packages $(VENV)/.dev-installed lint typecheck pytest
 bench: $(VENV)/.dev-installed
 	@scripts/system-packages.sh mosquitto:mosquitto
 	@scripts/system-packages.sh --optional redis-server:redis-server maven:mvn openjdk-17-jre-headless:java
-	$(BIN)/iotstream bench --distributed $(ARGS)
+	$(BIN)/python -m bench --distributed $(ARGS)
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench harness
+	$(BIN)/ruff format --check src tests bench harness
 
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import services  # scripts/services.py: the engines, started as in `make services`
 
-# The bench starts and stops servers as the tests do.
-from iotstream.bench.systems import free_port, stop_process
+# The engines and processes, started and stopped as the bench and `make services` do.
+import harness
+from harness import free_port, stop_process
 
 
 def require(binary: str) -> str:
@@ -26,11 +26,6 @@ def require(binary: str) -> str:
     if path is None:
         pytest.fail(f"{binary} is not installed; `make test` installs it")
     return path
-
-
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
 PROBE = "__iotstream_probe__"
@@ -189,13 +184,13 @@ def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> S
         time.sleep(0.1)
 
 
-def _started(start: Callable[[], services.Service]) -> Iterator[services.Service]:
+def _started(start: Callable[[], harness.Service]) -> Iterator[harness.Service]:
     """A service started on fresh ports, tried again when another process took a port first
     (free ports are only free until someone binds them)."""
     for attempt in range(3):
         try:
             service = start()
-        except services.ServiceError:
+        except harness.HarnessError:
             if attempt == 2:
                 raise
             continue
@@ -205,21 +200,21 @@ def _started(start: Callable[[], services.Service]) -> Iterator[services.Service
 
 
 @pytest.fixture(scope="session")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Service]:
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Service]:
     """A real single-node Apache Kafka (KRaft) on free loopback ports, for the whole session."""
     require("java")
     require("mvn")
     yield from _started(
-        lambda: services.start_kafka(*services.free_ports(2), tmp_path_factory.mktemp("kafka"))
+        lambda: harness.start_kafka(*harness.free_ports(2), tmp_path_factory.mktemp("kafka"))
     )
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Service]:
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Service]:
     """A real redis-server on a free loopback port, for the whole session."""
     require("redis-server")
     yield from _started(
-        lambda: services.start_redis(services.free_port(), tmp_path_factory.mktemp("redis"))
+        lambda: harness.start_redis(harness.free_port(), tmp_path_factory.mktemp("redis"))
     )
 
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from iotstream.bench import main
+from bench import main
 
 from .conftest import require
 
@@ -73,7 +73,7 @@ def test_a_quick_bench_writes_every_result(tmp_path: Path) -> None:
 
     results = json.loads((out / "results.json").read_text())
     assert results["profile"] == "quick"
-    assert results["command"] == f"python -m iotstream.bench --quick --out {out}"
+    assert results["command"] == f"python -m bench --quick --out {out}"
     assert {"cpuModel", "cores", "memoryMb", "kernel", "python", "mosquitto"} <= set(
         results["machine"]
     )

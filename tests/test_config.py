@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,18 +10,57 @@ from pathlib import Path
 import pytest
 
 from iotstream.cli import build_parser
-from iotstream.config import MqttEndpoint, load_settings
+from iotstream.config import OPTIONS, MqttEndpoint, Settings, load_settings
 from iotstream.errors import ConfigError
+from iotstream.server import ROLES
+
+# The names users know, in every layer: TOML key, environment variable and flag. Moving a
+# setting in the tree must not change them.
+KNOWN_NAMES = {
+    "mqtt_host": ("mqtt", "host"),
+    "mqtt_port": ("mqtt", "port"),
+    "mqtt_url": ("mqtt", "url"),
+    "broker": ("mqtt", "broker"),
+    "mqtt_qos": ("mqtt", "qos"),
+    "mqtt_topics": ("mqtt", "topics"),
+    "max_payload": ("mqtt", "max_payload"),
+    "mqtt_client_id": ("mqtt", "client_id"),
+    "mqtt_share_group": ("mqtt", "share_group"),
+    "kafka_bootstrap": ("kafka", "bootstrap"),
+    "kafka_topic": ("kafka", "topic"),
+    "kafka_partitions": ("kafka", "partitions"),
+    "kafka_replication_factor": ("kafka", "replication_factor"),
+    "kafka_retention_ms": ("kafka", "retention_ms"),
+    "kafka_group": ("kafka", "group"),
+    "redis_url": ("redis", "url"),
+    "redis_prefix": ("redis", "prefix"),
+    "redis_dedupe_window": ("redis", "dedupe_window"),
+    "http_host": ("http", "host"),
+    "http_port": ("http", "port"),
+    "cors_origins": ("http", "cors_origins"),
+    "ws_interval": ("ws", "interval"),
+    "ws_client_buffer": ("ws", "client_buffer"),
+    "ws_ping_interval": ("ws", "ping_interval"),
+    "ws_compression": ("ws", "compression"),
+    "device_ttl": ("state", "device_ttl"),
+    "deadletter_limit": ("state", "deadletter_limit"),
+    "simulate": ("simulator", "robots"),
+    "simulate_rate": ("simulator", "rate"),
+    "metrics_port": ("metrics", "port"),
+    "data_dir": ("data_dir",),
+    "log_level": ("log_level",),
+}
 
 
 def test_defaults_match_the_reference_system(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("IOTSTREAM_MQTT_PORT", "IOTSTREAM_HTTP_PORT"):
         monkeypatch.delenv(name, raising=False)
     settings = load_settings()
-    assert (settings.mqtt_port, settings.http_port) == (3123, 8081)
-    assert settings.mqtt_host == settings.http_host == "127.0.0.1"
-    assert settings.ws_interval <= 0.05
-    assert settings.cors_origins == ["*"]
+    assert (settings.mqtt.port, settings.http.port) == (3123, 8081)
+    assert settings.mqtt.host == settings.http.host == "127.0.0.1"
+    assert settings.ws.interval <= 0.05
+    assert settings.http.cors_origins == ["*"]
+    assert settings == Settings()
 
 
 def test_flags_beat_environment_beats_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -31,16 +71,87 @@ def test_flags_beat_environment_beats_file(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("IOTSTREAM_HTTP_PORT", "3333")
     monkeypatch.setenv("IOTSTREAM_CORS_ORIGINS", "http://a.example,http://b.example")
     settings = load_settings(config, ws_interval="0.1", device_ttl=None)
-    assert settings.mqtt_port == 1111  # file
-    assert settings.http_port == 3333  # environment over file
-    assert settings.ws_interval == 0.1  # flag over file
-    assert settings.cors_origins == ["http://a.example", "http://b.example"]
-    assert settings.device_ttl is None
+    assert settings.mqtt.port == 1111  # file
+    assert settings.http.port == 3333  # environment over file
+    assert settings.ws.interval == 0.1  # flag over file
+    assert settings.http.cors_origins == ["http://a.example", "http://b.example"]
+    assert settings.state.device_ttl is None
 
 
-def test_bad_settings_are_reported(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="mqtt_port"):
+def test_the_file_may_group_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IOTSTREAM_HTTP_PORT", raising=False)
+    config = tmp_path / "iotstream.toml"
+    config.write_text(
+        'broker = "amqtt"\nsimulate = 3\n'
+        '[mqtt]\nport = 1111\ntopics = ["sensors/#"]\nmax_payload = 512\n'
+        '[http]\nport = 2222\ncors_origins = ["a"]\n'
+        "[state]\ndevice_ttl = 30\n"
+        "[simulator]\nrate = 2.5\n"
+    )
+    monkeypatch.setenv("IOTSTREAM_MQTT_PORT", "3333")
+    settings = load_settings(config, max_payload="1024")
+    assert settings.mqtt.port == 3333  # environment over the grouped file
+    assert settings.mqtt.max_payload == 1024  # flag over the grouped file
+    assert (settings.mqtt.broker, settings.mqtt.topics) == ("amqtt", ["sensors/#"])
+    assert (settings.http.port, settings.http.cors_origins) == (2222, ["a"])
+    assert settings.state.device_ttl == 30
+    assert (settings.simulator.robots, settings.simulator.rate) == (3, 2.5)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "mqtt_port = 1\n[mqtt]\nport = 2\n",  # one setting twice
+        "[mqtt]\nmqtt_port = 1\n",  # a flat name inside a group
+        "[lake]\npath = 'x'\n",  # no such group (yet)
+        "mqtt_prot = 1\n",
+    ],
+)
+def test_the_file_names_what_it_cannot_use(tmp_path: Path, text: str) -> None:
+    config = tmp_path / "iotstream.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match="config file"):
+        load_settings(config)
+
+
+def test_flag_env_and_toml_names_are_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every setting keeps its flat name (the TOML key), ``IOTSTREAM_<NAME>`` and
+    ``--<name>``, wherever it sits in the tree."""
+    assert {name: option.path for name, option in OPTIONS.items()} == KNOWN_NAMES
+    for name, option in OPTIONS.items():
+        assert (option.env, option.flag) == (
+            f"IOTSTREAM_{name.upper()}",
+            f"--{name.replace('_', '-')}",
+        )
+    monkeypatch.setenv("IOTSTREAM_BROKER", "amqtt")
+    monkeypatch.setenv("IOTSTREAM_SIMULATE_RATE", "7")
+    monkeypatch.setenv("IOTSTREAM_METRICS_PORT", "9999")
+    args = build_parser().parse_args(
+        ["bridge", "--max-payload", "99", "--device-ttl", "5", "--simulate", "2"]
+    )
+    settings = load_settings(None, **{name: getattr(args, name) for name in OPTIONS})
+    assert settings.mqtt.broker == "amqtt"
+    assert settings.simulator.rate == 7
+    assert settings.metrics.port == 9999
+    assert settings.mqtt.max_payload == 99
+    assert settings.state.device_ttl == 5
+    assert settings.simulator.robots == 2
+    assert settings.value("max_payload") == 99
+
+
+def test_bad_settings_are_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match=r"mqtt_port: .* 65535 .*'99999' from --mqtt-port"):
         load_settings(mqtt_port="99999")
+    monkeypatch.setenv("IOTSTREAM_DEVICE_TTL", "-1")
+    with pytest.raises(ConfigError, match=r"device_ttl: .* from IOTSTREAM_DEVICE_TTL"):
+        load_settings()
+    monkeypatch.delenv("IOTSTREAM_DEVICE_TTL")
+    grouped = tmp_path / "grouped.toml"
+    grouped.write_text('[ws]\ninterval = "often"\n')
+    with pytest.raises(
+        ConfigError, match=rf"ws_interval: .* from config file {re.escape(str(grouped))}"
+    ):
+        load_settings(grouped)
     with pytest.raises(ConfigError, match="mqtt://"):
         load_settings(mqtt_url="http://x")
     with pytest.raises(ConfigError, match="cannot read"):
@@ -58,15 +169,31 @@ def test_mqtt_urls() -> None:
     assert str(MqttEndpoint.parse("mqtt://iot:secret@h:1")) == "mqtt://h:1"  # no password in logs
 
 
-def test_run_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("command", ["run", *(role.name for role in ROLES if role.summary)])
+def test_help_explains_every_option(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["run", "--help"])
-    text = capsys.readouterr().out
-    from iotstream.config import Settings
+        build_parser().parse_args([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # unwrapped
+    for option in OPTIONS.values():
+        assert f"{option.flag} " in text
+        assert f"env {option.env})" in text
+        assert option.description.split(";")[0] in text
+    assert "(default: 3123; env IOTSTREAM_MQTT_PORT)" in text
 
-    for name in Settings.model_fields:
-        assert f"--{name.replace('_', '-')}" in text
-        assert f"IOTSTREAM_{name.upper()}" in text
+
+@pytest.mark.parametrize(
+    ("command", "health"),
+    [("run", "the --http-port listener"), ("api", "the --http-port listener"),
+     ("bridge", "9081"), ("processor", "9082")],
+)  # fmt: skip
+def test_each_role_has_a_health_port_of_its_own(
+    command: str, health: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bridge, a processor and an api started with default flags on one host do not clash."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(default: {health}; env IOTSTREAM_METRICS_PORT)" in text
 
 
 @pytest.mark.parametrize(

@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import services
 from websockets.asyncio.client import connect
 
+import harness
 from iotstream.config import MqttEndpoint
 from iotstream.mqtt import MqttConnection
 
@@ -40,6 +40,7 @@ class Stack:
     topic: str = field(default_factory=lambda: f"mqtt-{uuid.uuid4().hex[:8]}")
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     http: dict[str, str] = field(default_factory=dict)
+    """Where each process answers GET /api/health: an api's HTTP port, the others' own."""
 
     def flags(self, role: str) -> list[str]:
         """Only what each role needs, as the README's quick start gives them."""
@@ -59,9 +60,14 @@ class Stack:
         return [*engines, "--data-dir", str(self.tmp / "data"), "--log-level", "info"]
 
     def start(self, name: str, role: str, *extra: str) -> None:
+        """Start ``role`` as ``name``; a restart keeps the name's port."""
+        if name not in self.http:
+            self.http[name] = f"http://127.0.0.1:{harness.free_port()}"
+        port = self.http[name].rsplit(":", 1)[1]
+        listener = ["--http-port" if role == "api" else "--metrics-port", port]
         log = (self.tmp / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "iotstream", role, *self.flags(role), *extra],
+            [sys.executable, "-m", "iotstream", role, *self.flags(role), *listener, *extra],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -71,13 +77,17 @@ class Stack:
         self.start("bridge", "bridge", "--mqtt-client-id", f"bridge-{self.topic}")
 
     def start_api(self, name: str) -> None:
-        port = services.free_port()
-        self.start(name, "api", "--http-port", str(port))
-        self.http[name] = f"http://127.0.0.1:{port}"
+        self.start(name, "api")
+        self.wait_healthy(name)
+
+    def health(self, name: str) -> httpx.Response:
+        return httpx.get(self.http[name] + "/api/health", timeout=5)
+
+    def wait_healthy(self, name: str) -> None:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(self.http[name] + "/api/health", timeout=2).status_code == 200:
+                if self.health(name).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -99,22 +109,40 @@ class Stack:
 
 
 @pytest.fixture
-def stack(
-    tmp_path: Path, kafka: services.Service, redis_server: services.Service
-) -> Iterator[Stack]:
+def stack(tmp_path: Path, kafka: harness.Service, redis_server: harness.Service) -> Iterator[Stack]:
     require("mosquitto")
-    with services.start_mosquitto(services.free_port(), tmp_path / "mosquitto") as broker:
+    with harness.start_mosquitto(harness.free_port(), tmp_path / "mosquitto") as broker:
         stack = Stack(tmp_path, broker.port, kafka.address, f"redis://{redis_server.address}/0")
         try:
             stack.start_bridge()
             stack.start("processor", "processor")
             stack.start_api("api1")
             stack.start_api("api2")
+            for name in ("bridge", "processor"):
+                stack.wait_healthy(name)
             yield stack
         finally:
             stack.stop_all()
         for name, process in stack.processes.items():
             assert process.returncode in (0, -signal.SIGKILL), f"{name}:\n{stack.log(name)}"
+
+
+def test_every_role_answers_health_on_a_port_of_its_own(stack: Stack) -> None:
+    expected = {
+        "bridge": {"broker", "bus", "ingest"},
+        "processor": {"bus", "store", "processor"},
+        "api1": {"broker", "store", "hub", "commands"},
+    }
+    for name, components in expected.items():
+        response = stack.health(name)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["status"] == "UP"
+        assert set(body["components"]) == components, body
+    for name in ("bridge", "processor"):
+        # Health only: the API and its docs are the api's.
+        assert httpx.get(stack.http[name] + "/api/stats").status_code == 404
+        assert f"Health     {stack.http[name]}/api/health" in stack.log(name)
 
 
 async def until_device(ws: Any, device: str, timeout: float = 30) -> dict[str, Any]:
@@ -207,7 +235,7 @@ async def test_kill_9_of_processor_and_bridge_loses_nothing(stack: Stack) -> Non
 
 
 async def test_a_redis_outage_holds_the_processor_and_loses_nothing(
-    tmp_path: Path, kafka: services.Service
+    tmp_path: Path, kafka: harness.Service
 ) -> None:
     """While Redis is down the processor keeps its batch and commits nothing; once Redis is
     back, what was published during the outage arrives."""
@@ -232,8 +260,8 @@ async def test_a_redis_outage_holds_the_processor_and_loses_nothing(
         return response.json().get("seq") if response.status_code == 200 else None
 
     with (
-        services.start_mosquitto(services.free_port(), tmp_path / "mosquitto") as broker,
-        services.start_redis(services.free_port(), tmp_path / "redis") as redis,
+        harness.start_mosquitto(harness.free_port(), tmp_path / "mosquitto") as broker,
+        harness.start_redis(harness.free_port(), tmp_path / "redis") as redis,
     ):
         stack = Stack(tmp_path, broker.port, kafka.address, f"redis://{redis.address}/0")
         try:
@@ -254,10 +282,12 @@ async def test_a_redis_outage_holds_the_processor_and_loses_nothing(
                 "the processor never met the outage",
             )
             assert stack.processes["processor"].poll() is None, stack.log("processor")
+            assert stack.health("processor").status_code == 503
 
             redis.restart()
             wait_for(lambda: seq() == 29, "readings published during the outage were lost")
-            health = httpx.get(f"{stack.http['api']}/api/health", timeout=5)
-            assert health.status_code == 200, health.text
+            for name in ("api", "processor"):
+                health = stack.health(name)
+                assert health.status_code == 200, health.text
         finally:
             stack.stop_all()

@@ -16,15 +16,9 @@ import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from .conftest import (
-    MqttListener,
-    Server,
-    children,
-    free_port,
-    require,
-    start_server,
-    stop_process,
-)
+from harness import children, free_port, stop_process
+
+from .conftest import MqttListener, Server, require, start_server
 
 pytestmark = pytest.mark.e2e
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,7 +11,7 @@ import orjson
 import pytest
 
 from iotstream.hub import Hub, View
-from iotstream.models import Batch, Changes, Reading
+from iotstream.models import Batch, Reading
 from iotstream.store import MemoryStore
 
 
@@ -50,8 +51,15 @@ async def store() -> AsyncIterator[MemoryStore]:
         yield store
 
 
-def update(device: str, **fields: Any) -> Changes:
-    return Changes(updated=[{"deviceId": device, **fields}])
+T0 = 1_800_000_000.0
+_clock = itertools.count()
+
+
+async def put(store: MemoryStore, device: str, seen: float | None = None, **fields: Any) -> None:
+    """Write a reading the store takes as news (a later device time each call); ``seen`` is its
+    receive time (default: its device time), which ``expire`` goes by."""
+    at = T0 + next(_clock)
+    await store.apply(Batch(readings=[Reading(device, fields, at, at if seen is None else seen)]))
 
 
 async def connect(
@@ -67,7 +75,7 @@ async def test_first_frame_is_a_snapshot_and_updates_follow_in_sequence(store: M
         client = FakeClient()
         task = await connect(hub, client)
         for i in range(5):
-            await store.publish(update("a", x=i))
+            await put(store, "a", x=i)
             await asyncio.sleep(0.02)
         await client.wait_for(lambda f: f[-1].get("devices", [{}])[0].get("x") == 4)
         frames = client.frames()
@@ -82,11 +90,11 @@ async def test_changes_within_a_tick_coalesce_into_one_frame(store: MemoryStore)
     async with Hub(store, interval=0.2) as hub:
         client = FakeClient()
         task = await connect(hub, client)
-        await store.publish(update("warm-up"))  # starts a tick: the next flush is 0.2 s later
+        await put(store, "warm-up")  # starts a tick: the next flush is 0.2 s later
         await client.wait_for(lambda f: len(f) == 2)
         for i in range(100):
-            await store.publish(update("a", x=i))
-            await store.publish(update(f"b{i % 3}", x=i))
+            await put(store, "a", x=i)
+            await put(store, f"b{i % 3}", x=i)
         await client.wait_for(lambda f: len(f) == 3)
         last = client.frames()[-1]
         assert last["type"] == "update"
@@ -103,7 +111,7 @@ async def test_a_frame_is_encoded_once_for_every_client(store: MemoryStore) -> N
     async with Hub(store, interval=0.01) as hub:
         clients = [FakeClient() for _ in range(3)]
         tasks = [await connect(hub, c) for c in clients]
-        await store.publish(update("a", x=1))
+        await put(store, "a", x=1)
         for c in clients:
             await c.wait_for(lambda f: len(f) == 2)
         first, *others = (c.sent[1] for c in clients)
@@ -120,7 +128,7 @@ async def test_a_stalled_client_gets_a_snapshot_and_never_delays_the_others(
         tasks = [await connect(hub, fast), await connect(hub, slow)]
         slow.gate.clear()
         for i in range(50):
-            await store.publish(update("a", x=i))
+            await put(store, "a", x=i)
             await asyncio.sleep(0.003)
         await fast.wait_for(lambda f: f[-1].get("devices", [{}])[0].get("x") == 49)
         fast_seqs = [f["seq"] for f in fast.frames()]
@@ -137,7 +145,7 @@ async def test_a_stalled_client_gets_a_snapshot_and_never_delays_the_others(
 async def test_resume_replays_history_or_falls_back_to_a_snapshot(store: MemoryStore) -> None:
     async with Hub(store, interval=0.001) as hub:
         for i in range(3):
-            await store.publish(update("a", x=i))
+            await put(store, "a", x=i)
             await asyncio.sleep(0.005)
         assert hub.seq == 3
         client = FakeClient()
@@ -166,8 +174,8 @@ async def test_removed_devices_are_announced(store: MemoryStore) -> None:
     async with Hub(store, interval=0.001) as hub:
         client = FakeClient()
         task = await connect(hub, client)
-        await store.publish(update("a", x=1))
-        await store.publish(Changes(removed=["a"]))
+        await put(store, "a", x=1)
+        assert await store.expire(T0 + 1e9) == ["a"]
         await client.wait_for(lambda f: f[-1]["type"] == "removed")
         assert client.frames()[-1]["devices"] == ["a"]
         task.cancel()
@@ -200,9 +208,10 @@ async def test_a_view_narrows_frames_but_keeps_the_sequence(store: MemoryStore) 
         ]
         for state in ({"x": 1, "y": 1}, {"x": 50, "y": 1}):
             for device in ("a", "c"):
-                await store.publish(update(device, **state))
+                # c is seen long ago, so that expiring silent devices removes it alone.
+                await put(store, device, seen=T0 - 100 if device == "c" else None, **state)
                 await asyncio.sleep(0.005)
-        await store.publish(Changes(removed=["c"]))
+        assert await store.expire(T0 - 50) == ["c"]
         for client in (everything, some, area):
             await client.wait_for(lambda f: f[-1]["type"] == "removed")
 

@@ -1,38 +1,53 @@
-"""The ``iotstream`` command line: ``run`` and ``simulate``."""
+"""The ``iotstream`` command line: ``run``, one sub-command per role, and ``simulate``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
-import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from .config import MqttEndpoint, Settings, load_settings
+from .config import OPTIONS, MqttEndpoint, load_settings
 from .errors import IotstreamError
+from .server import ROLES, Role, default_health_port, serve
+
+RUN_DETAIL = (
+    "broker, pipeline, API and WebSocket. "
+    "With --kafka-bootstrap and --redis-url it runs every role on those engines."
+)
+LAYERING = (
+    "Every option can also be set as an IOTSTREAM_* environment variable or in a TOML "
+    "file (--config); flags beat the environment, which beats the file."
+)
 
 
-def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per setting; the help text comes from the setting's description."""
+def _add_settings_flags(parser: argparse.ArgumentParser, roles: Sequence[Role]) -> None:
+    """One flag per setting, under its group; the help text comes from the setting."""
     parser.add_argument("--config", type=Path, help="TOML file with settings (flags and env win)")
-    for name, info in Settings.model_fields.items():
-        default = info.get_default(call_default_factory=True)
-        env = f"IOTSTREAM_{name.upper()}"
+    health_port = default_health_port(roles)
+    shown_defaults: dict[str, object] = {
+        "metrics_port": "the --http-port listener" if health_port is None else health_port
+    }
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for option in OPTIONS.values():
+        if option.title not in groups:
+            groups[option.title] = parser.add_argument_group(option.title)
+        default = shown_defaults.get(option.name, option.default)
         shown = ",".join(default) if isinstance(default, list) else default
-        parser.add_argument(
-            f"--{name.replace('_', '-')}",
-            dest=name,
-            metavar=name.split("_")[-1].upper(),
+        groups[option.title].add_argument(
+            option.flag,
+            dest=option.name,
+            metavar=option.name.split("_")[-1].upper(),
             default=None,
-            help=f"{info.description} (default: {shown}; env {env})",
+            help=f"{option.description} (default: {shown}; env {option.env})",
         )
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from .server import EMBEDDED, serve
 
-    overrides = {name: getattr(args, name) for name in Settings.model_fields}
+    overrides = {name: getattr(args, name) for name in OPTIONS}
     settings = load_settings(args.config, **overrides)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -40,8 +55,7 @@ def _serve(args: argparse.Namespace) -> None:
     if settings.log_level != "debug":
         # gmqtt reports every connect and subscribe at INFO.
         logging.getLogger("gmqtt").setLevel(logging.WARNING)
-    roles = EMBEDDED if args.command == "run" else frozenset({args.command})
-    asyncio.run(serve(settings, roles))
+    asyncio.run(serve(settings, args.roles))
 
 
 def _simulate(args: argparse.Namespace) -> None:
@@ -53,37 +67,26 @@ def _simulate(args: argparse.Namespace) -> None:
     asyncio.run(simulate(fleet, endpoint, args.rate, args.duration))
 
 
-def _bench(args: argparse.Namespace) -> None:
-    from .bench import run
-
-    raise SystemExit(run(args, "iotstream " + shlex.join(sys.argv[1:])))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="iotstream", description="Real-time coordinate streaming for fleets of IoT robots."
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    layering = (
-        "Every option can also be set as an IOTSTREAM_* environment variable or in a TOML "
-        "file (--config); flags beat the environment, which beats the file."
-    )
-    roles = {
-        "run": "Start the whole system in one process: broker, pipeline, API and WebSocket. "
-        "With --kafka-bootstrap and --redis-url it runs every role on those engines.",
-        "bridge": "MQTT to Kafka: needs --mqtt-url and --kafka-bootstrap. A QoS 1 message is "
-        "acknowledged only after Kafka confirmed it.",
-        "processor": "Kafka to Redis: needs --kafka-bootstrap and --redis-url. Offsets are "
-        "committed after the Redis writes.",
-        "api": "REST, WebSocket and commands served from Redis: needs --redis-url and --mqtt-url.",
-    }
-    for name, description in roles.items():
-        role = commands.add_parser(
-            name, help=description.split(":")[0], description=f"{description} {layering}"
+    # ``run`` is every role; then one sub-command per role, in the order data flows.
+    processes = [("run", "Start the whole system in one process", RUN_DETAIL, ROLES)]
+    for role in reversed(ROLES):
+        if role.summary:
+            needs = " and ".join(OPTIONS[name].flag for name in role.needs)
+            processes.append(
+                (role.name, role.summary, f"needs {needs}. {role.detail}".strip(), (role,))
+            )
+    for name, summary, detail, roles in processes:
+        command = commands.add_parser(
+            name, help=summary, description=f"{summary}: {detail} {LAYERING}"
         )
-        _add_settings_flags(role)
-        role.set_defaults(handler=_serve)
+        _add_settings_flags(command, roles)
+        command.set_defaults(handler=_serve, roles=roles)
 
     sim = commands.add_parser("simulate", help="publish smooth robot paths over MQTT")
     sim.add_argument("--devices", type=int, default=20, help="number of robots (default: 20)")
@@ -92,17 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     sim.add_argument("--seed", type=int, default=None, help="seed for reproducible paths")
     sim.set_defaults(handler=_simulate)
-
-    from .bench import add_arguments as add_bench_arguments
-
-    bench = commands.add_parser(
-        "bench",
-        help="measure throughput, loss, latency, CPU and memory",
-        description="Start iotstream on free loopback ports, drive it with simulated robots, "
-        "and write bench/results/ (see BENCHMARKS.md).",
-    )
-    add_bench_arguments(bench)
-    bench.set_defaults(handler=_bench)
     return parser
 
 

@@ -8,23 +8,20 @@ from dataclasses import dataclass
 
 from .errors import CommandError, InvalidCommand
 from .health import Health
+from .models import DeviceId
 from .mqtt import MqttConnection
-from .parser import device_id_problem
 
 PREDEFINED = ("tracking", "slam", "none")
 MAX_COMMAND = 256
 COMMAND_QOS = 1
 
 
-def command_topic(device_id: str) -> str:
+def command_topic(device_id: DeviceId) -> str:
     return f"orin/{device_id}/command"
 
 
-def validate(device_id: str, command: str) -> None:
-    """Raise ``InvalidCommand`` with the reason when the pair cannot be sent."""
-    problem = device_id_problem(device_id)
-    if problem is not None:
-        raise InvalidCommand(problem)
+def validate(command: str) -> None:
+    """Raise ``InvalidCommand`` with the reason when the command text cannot be sent."""
     if not command:
         raise InvalidCommand("command is empty")
     if len(command) > MAX_COMMAND:
@@ -36,7 +33,7 @@ def validate(device_id: str, command: str) -> None:
 @dataclass(slots=True, frozen=True)
 class CommandReceipt:
     id: str
-    device_id: str
+    device_id: DeviceId
     command: str
     topic: str
     sent_at: float
@@ -49,8 +46,9 @@ class CommandService:
         self.connection = connection
         self.sent = 0
 
-    def send(self, device_id: str, command: str) -> CommandReceipt:
-        validate(device_id, command)
+    def send(self, device_id: DeviceId, command: str) -> CommandReceipt:
+        """Publish ``command`` to the device; ``device_id`` was checked where it came in."""
+        validate(command)
         if not self.connection.connected.is_set():
             raise CommandError(f"the MQTT broker at {self.connection.endpoint} is not reachable")
         topic = command_topic(device_id)

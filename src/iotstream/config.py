@@ -1,159 +1,297 @@
-"""Settings: one typed tree, read from defaults < TOML file < ``IOTSTREAM_*`` env < CLI flags."""
+"""Settings: one typed tree, read from defaults < TOML file < ``IOTSTREAM_*`` env < CLI flags.
+
+The tree groups settings by concern (``settings.mqtt.port``, ``settings.kafka.bootstrap``,
+``settings.state.device_ttl``, ...). Users name each setting by one flat name, the same in
+every layer: ``mqtt_port`` is the TOML key, ``IOTSTREAM_MQTT_PORT`` the variable and
+``--mqtt-port`` the flag. A flat name is ``<group>_<field>`` unless the field declares another
+(``Flat("max_payload")``), so the names users know stay put when a field moves into a group.
+A TOML file may also use the grouped form::
+
+    [mqtt]
+    port = 1111
+
+``OPTIONS`` lists every setting by its flat name, in the order of the tree.
+"""
 
 from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
 )
+from pydantic.fields import FieldInfo
 
 from .errors import ConfigError
 
 BrokerKind = Literal["auto", "mosquitto", "amqtt"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+ENV_PREFIX = "IOTSTREAM_"
 
 
-class Settings(BaseSettings):
-    """Every setting of iotstream. Field descriptions are the ``--help`` text."""
+@dataclass(frozen=True, slots=True)
+class Flat:
+    """Field metadata: the flat name of a setting whose name is not ``<group>_<field>``."""
 
-    model_config = SettingsConfigDict(env_prefix="IOTSTREAM_", extra="forbid")
+    name: str
 
-    # MQTT
-    mqtt_host: str = Field(
-        "127.0.0.1",
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+# A list that the environment and flags give as one comma-separated string.
+CommaList = Annotated[list[str], BeforeValidator(_split_commas)]
+
+
+class Group(BaseModel):
+    """A group of settings; ``title`` heads its flags in ``--help``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    title: ClassVar[str]
+
+
+class MqttSettings(Group):
+    title = "MQTT"
+
+    host: str = Field(
+        default="127.0.0.1",
         description="address the embedded broker listens on; 0.0.0.0 opens it to the network",
     )
-    mqtt_port: int = Field(3123, ge=1, le=65535, description="port of the embedded broker")
-    mqtt_url: str | None = Field(
-        None,
+    port: int = Field(default=3123, ge=1, le=65535, description="port of the embedded broker")
+    url: str | None = Field(
+        default=None,
         description="use this existing broker (mqtt://host:port) instead of starting one",
     )
-    broker: BrokerKind = Field(
-        "auto",
+    broker: Annotated[BrokerKind, Flat("broker")] = Field(
+        default="auto",
         description="embedded broker: mosquitto child process, in-process amqtt, "
         "or auto (mosquitto when on PATH)",
     )
-    mqtt_qos: int = Field(1, ge=0, le=2, description="QoS of the ingest subscription")
-    mqtt_topics: Annotated[list[str], NoDecode] = Field(
+    qos: int = Field(default=1, ge=0, le=2, description="QoS of the ingest subscription")
+    topics: CommaList = Field(
         default_factory=lambda: ["#"], description="topic filters the ingest subscribes to"
     )
-    max_payload: int = Field(
-        64 * 1024, ge=1, description="largest accepted MQTT payload in bytes; larger is rejected"
+    max_payload: Annotated[int, Flat("max_payload")] = Field(
+        default=64 * 1024,
+        ge=1,
+        description="largest accepted MQTT payload in bytes; larger is rejected",
     )
-
-    mqtt_client_id: str | None = Field(
-        None,
+    client_id: str | None = Field(
+        default=None,
         description="fixed MQTT client id of the ingest; with it the session persists "
         "(clean session off) so the broker keeps messages while the bridge is away",
     )
-    mqtt_share_group: str | None = Field(
-        None,
+    share_group: str | None = Field(
+        default=None,
         description="subscribe as $share/<group>/<topic> so several bridges split the stream",
     )
 
-    # Distributed mode
-    kafka_bootstrap: str | None = Field(
-        None, description="Kafka bootstrap servers (host:port,...); the bus is Kafka when set"
-    )
-    kafka_topic: str = Field("mqtt-messages", description="Kafka topic of the message log")
-    kafka_partitions: int = Field(
-        100, ge=1, description="partitions of the Kafka topic when iotstream creates it"
-    )
-    kafka_replication_factor: int = Field(
-        1, ge=1, description="replication factor of the Kafka topics when iotstream creates them"
-    )
-    kafka_retention_ms: int | None = Field(
-        None, ge=1, description="retention of the Kafka topics in ms (default: the broker's)"
-    )
-    kafka_group: str = Field("iotstream-processor", description="consumer group of the processors")
-    redis_url: str | None = Field(
-        None, description="Redis URL (redis://host:port/db); the store is Redis when set"
-    )
-    redis_prefix: str = Field("iotstream", description="prefix of every Redis key and channel")
-    redis_dedupe_window: int = Field(
-        64,
-        ge=0,
-        description="readings per device remembered in Redis so a replayed or redelivered "
-        "reading is not counted twice",
-    )
-
-    # HTTP and WebSocket
-    http_host: str = Field(
-        "127.0.0.1", description="address of the HTTP API; 0.0.0.0 opens it to the network"
-    )
-    http_port: int = Field(8081, ge=1, le=65535, description="port of the HTTP API and WebSocket")
-    cors_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["*"], description="origins allowed by CORS (comma-separated)"
-    )
-    ws_interval: float = Field(
-        0.01, gt=0, le=60, description="seconds between WebSocket broadcasts (updates coalesce)"
-    )
-    ws_client_buffer: int = Field(
-        64,
-        ge=1,
-        description="frames queued per WebSocket client; a client past it gets a fresh snapshot",
-    )
-    ws_ping_interval: float = Field(20.0, gt=0, description="seconds between WebSocket pings")
-    ws_compression: bool = Field(
-        False,
-        description="offer permessage-deflate; it compresses every frame once per client, "
-        "which costs more CPU than a frame's encoding",
-    )
-
-    # State
-    device_ttl: float | None = Field(
-        None, gt=0, description="drop devices silent for this many seconds (default: never)"
-    )
-    deadletter_limit: int = Field(
-        1000, ge=1, description="rejected messages kept for GET /api/deadletters"
-    )
-    data_dir: Path = Field(Path("data"), description="directory for everything the server writes")
-
-    # Demo
-    simulate: int = Field(
-        0, ge=0, description="also run this many simulated robots inside the server"
-    )
-    simulate_rate: float = Field(
-        5.0, gt=0, description="updates per second of each simulated robot"
-    )
-
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
-
-    @field_validator("mqtt_topics", "cors_origins", mode="before")
-    @classmethod
-    def _split_commas(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("mqtt_url")
+    @field_validator("url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         if value is not None:
             MqttEndpoint.parse(value)
         return value
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Init arguments carry the CLI flags and are layered over the TOML file by
-        # ``load_settings``; the environment sits between them.
-        return (init_settings, env_settings)
+
+class KafkaSettings(Group):
+    title = "Kafka (distributed mode)"
+
+    bootstrap: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers (host:port,...); the bus is Kafka when set",
+    )
+    topic: str = Field(default="mqtt-messages", description="Kafka topic of the message log")
+    partitions: int = Field(
+        default=100, ge=1, description="partitions of the Kafka topic when iotstream creates it"
+    )
+    replication_factor: int = Field(
+        default=1,
+        ge=1,
+        description="replication factor of the Kafka topics when iotstream creates them",
+    )
+    retention_ms: int | None = Field(
+        default=None,
+        ge=1,
+        description="retention of the Kafka topics in ms (default: the broker's)",
+    )
+    group: str = Field(
+        default="iotstream-processor", description="consumer group of the processors"
+    )
+
+
+class RedisSettings(Group):
+    title = "Redis (distributed mode)"
+
+    url: str | None = Field(
+        default=None, description="Redis URL (redis://host:port/db); the store is Redis when set"
+    )
+    prefix: str = Field(default="iotstream", description="prefix of every Redis key and channel")
+    dedupe_window: int = Field(
+        default=64,
+        ge=0,
+        description="readings per device remembered in Redis so a replayed or redelivered "
+        "reading is not counted twice",
+    )
+
+
+class HttpSettings(Group):
+    title = "HTTP API"
+
+    host: str = Field(
+        default="127.0.0.1",
+        description="address of the HTTP API and of the health listener; "
+        "0.0.0.0 opens them to the network",
+    )
+    port: int = Field(
+        default=8081, ge=1, le=65535, description="port of the HTTP API and WebSocket"
+    )
+    cors_origins: Annotated[CommaList, Flat("cors_origins")] = Field(
+        default_factory=lambda: ["*"], description="origins allowed by CORS (comma-separated)"
+    )
+
+
+class WsSettings(Group):
+    title = "WebSocket"
+
+    interval: float = Field(
+        default=0.01,
+        gt=0,
+        le=60,
+        description="seconds between WebSocket broadcasts (updates coalesce)",
+    )
+    client_buffer: int = Field(
+        default=64,
+        ge=1,
+        description="frames queued per WebSocket client; a client past it gets a fresh snapshot",
+    )
+    ping_interval: float = Field(default=20.0, gt=0, description="seconds between WebSocket pings")
+    compression: bool = Field(
+        default=False,
+        description="offer permessage-deflate; it compresses every frame once per client, "
+        "which costs more CPU than a frame's encoding",
+    )
+
+
+class StateSettings(Group):
+    title = "Device state"
+
+    device_ttl: Annotated[float | None, Flat("device_ttl")] = Field(
+        default=None, gt=0, description="drop devices silent for this many seconds (default: never)"
+    )
+    deadletter_limit: Annotated[int, Flat("deadletter_limit")] = Field(
+        default=1000, ge=1, description="rejected messages kept for GET /api/deadletters"
+    )
+
+
+class SimulatorSettings(Group):
+    title = "Simulated robots"
+
+    robots: Annotated[int, Flat("simulate")] = Field(
+        default=0, ge=0, description="also run this many simulated robots inside the server"
+    )
+    rate: Annotated[float, Flat("simulate_rate")] = Field(
+        default=5.0, gt=0, description="updates per second of each simulated robot"
+    )
+
+
+class MetricsSettings(Group):
+    title = "Health and metrics"
+
+    port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="port of the health listener (GET /api/health, on --http-host); unset, "
+        "a process with the HTTP API answers on --http-port; 0 picks a free port and logs it",
+    )
+
+
+class Settings(BaseModel):
+    """Every setting of iotstream. Field descriptions are the ``--help`` text."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    ws: WsSettings = Field(default_factory=WsSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
+    simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+
+    data_dir: Path = Field(
+        default=Path("data"), description="directory for everything the server writes"
+    )
+    log_level: LogLevel = Field(default="info", description="log level")
+
+    def value(self, name: str) -> Any:
+        """The value of the setting with flat name ``name`` (``"kafka_bootstrap"``)."""
+        node: Any = self
+        for part in OPTIONS[name].path:
+            node = getattr(node, part)
+        return node
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting as users name it: a TOML key, an ``IOTSTREAM_*`` variable and a flag."""
+
+    name: str
+    path: tuple[str, ...]
+    field: FieldInfo
+    title: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def description(self) -> str:
+        return self.field.description or ""
+
+    @property
+    def default(self) -> Any:
+        return self.field.get_default(call_default_factory=True)
+
+
+def _options() -> dict[str, Option]:
+    options: dict[str, Option] = {}
+    for name, info in Settings.model_fields.items():
+        group = info.annotation
+        if not (isinstance(group, type) and issubclass(group, Group)):
+            options[name] = Option(name, (name,), info, "General")
+            continue
+        for field, field_info in group.model_fields.items():
+            flat = next(
+                (m.name for m in field_info.metadata if isinstance(m, Flat)), f"{name}_{field}"
+            )
+            assert flat not in options, f"two settings are named {flat}"
+            options[flat] = Option(flat, (name, field), field_info, group.title)
+    return options
+
+
+OPTIONS: Mapping[str, Option] = _options()
+_BY_PATH = {option.path: option for option in OPTIONS.values()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,34 +320,78 @@ class MqttEndpoint:
         return f"mqtt://{self.host}:{self.port}"
 
 
-def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
-    """Settings from an optional TOML file, the environment, then ``overrides``.
+# A layer maps flat names to (value, where it came from), the latter for error messages.
+_Layer = dict[str, tuple[Any, str]]
 
-    ``None`` overrides are ignored, so unset CLI flags fall through.
+
+def load_settings(config_path: Path | None = None, **flat_overrides: Any) -> Settings:
+    """Settings from an optional TOML file, the environment, then ``flat_overrides``.
+
+    Overrides are keyed by flat name (``mqtt_port=1111``), as the CLI flags are; ``None``
+    overrides are ignored, so unset flags fall through.
     """
-    layered: dict[str, Any] = {}
-    if config is not None:
-        try:
-            with config.open("rb") as handle:
-                layered.update(tomllib.load(handle))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {config}: {exc}") from exc
-    env_only = _environment_values()
-    for key in env_only:
-        layered.pop(key, None)
-    layered.update({k: v for k, v in overrides.items() if v is not None})
+    values: _Layer = {}
+    if config_path is not None:
+        values.update(_file_layer(config_path))
+    values.update(
+        (option.name, (os.environ[option.env], option.env))
+        for option in OPTIONS.values()
+        if option.env in os.environ
+    )
+    for name, value in flat_overrides.items():
+        if name not in OPTIONS:
+            raise ConfigError(f"unknown setting {name!r}")
+        if value is not None:
+            values[name] = (value, OPTIONS[name].flag)
+    tree: dict[str, Any] = {}
+    for name, (value, _) in values.items():
+        *groups, field = OPTIONS[name].path
+        node = tree
+        for group in groups:
+            node = node.setdefault(group, {})
+        node[field] = value
     try:
-        return Settings(**layered)
+        return Settings.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(str(exc)) from exc
+        raise ConfigError(_explain(exc, values)) from exc
 
 
-def _environment_values() -> set[str]:
-    """Names of the settings the environment sets (they beat the TOML file)."""
-    prefix = "IOTSTREAM_"
-    names = set(Settings.model_fields)
-    return {
-        key[len(prefix) :].lower()
-        for key in os.environ
-        if key.startswith(prefix) and key[len(prefix) :].lower() in names
-    }
+def _file_layer(path: Path) -> _Layer:
+    """The settings of a TOML file, flat (``mqtt_port = 1``) or grouped (``[mqtt] port = 1``)."""
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    layer: _Layer = {}
+
+    def put(option: Option | None, key: str, value: Any) -> None:
+        if option is None:
+            raise ConfigError(f"unknown setting {key} in config file {path}")
+        if option.name in layer:
+            raise ConfigError(f"{option.name} is set twice in config file {path}")
+        layer[option.name] = (value, f"config file {path}")
+
+    for key, value in document.items():
+        if isinstance(value, dict):
+            if key not in Settings.model_fields or key in OPTIONS:
+                raise ConfigError(f"unknown settings group [{key}] in config file {path}")
+            for field, item in value.items():
+                put(_BY_PATH.get((key, field)), f"[{key}] {field}", item)
+        else:
+            put(OPTIONS.get(key), key, value)
+    return layer
+
+
+def _explain(exc: ValidationError, values: _Layer) -> str:
+    """One line per invalid setting, named as the user set it."""
+    lines = []
+    for error in exc.errors():
+        loc = tuple(str(part) for part in error["loc"])
+        option = _BY_PATH.get(loc[:2]) or _BY_PATH.get(loc[:1])
+        if option is None:
+            lines.append(f"{'.'.join(loc)}: {error['msg']}")
+            continue
+        value, source = values.get(option.name, (error.get("input"), "default"))
+        lines.append(f"{option.name}: {error['msg']} (got {value!r} from {source})")
+    return "invalid settings:\n  " + "\n  ".join(lines)

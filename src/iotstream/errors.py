@@ -5,11 +5,12 @@ library errors are wrapped where they cross a seam::
 
     IotstreamError
     ├── ConfigError         invalid settings or a missing optional extra
+    ├── InvalidDeviceId     a text that cannot name a device (also a ValueError)
     ├── BrokerError         the embedded MQTT broker could not start or died
     ├── BusError            the event bus refused or lost a batch
     ├── StoreError          the state store is unreachable or refused a write
     └── CommandError        a command could not be published to a device
-        └── InvalidCommand  the command or device id failed validation
+        └── InvalidCommand  the command text failed validation
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ class IotstreamError(Exception):
 
 class ConfigError(IotstreamError):
     """Settings that cannot work, or an optional extra that is not installed."""
+
+
+class InvalidDeviceId(IotstreamError, ValueError):
+    """A text that cannot name a device; the message says why."""
 
 
 class BrokerError(IotstreamError):
@@ -40,7 +45,7 @@ class CommandError(IotstreamError):
 
 
 class InvalidCommand(CommandError):
-    """The command text or the device id failed validation."""
+    """The command text failed validation."""
 
 
 def missing_extra(extra: str, module: str) -> ConfigError:

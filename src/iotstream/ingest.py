@@ -67,6 +67,11 @@ class Ingest(Component):
         self._published: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending: list[tuple[str, bytes, float]] = []
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        # While the bus refuses batches, new ones wait, so none overtakes a refused one.
+        self._bus_open = asyncio.Event()
+        self._bus_open.set()
+        self._refused = 0
+        self._previous: asyncio.Future[None] | None = None
         self._publishing: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -92,9 +97,15 @@ class Ingest(Component):
 
     async def _flush(self) -> None:
         """Parse what has accumulated and start publishing it as one batch."""
+        # Several batches may await the bus's confirmation at once: waiting for each in
+        # turn would cap throughput at one batch per round trip. A slot is taken before the
+        # messages, so they keep accumulating while all slots are busy, and a stop that
+        # cancels this wait leaves them pending for the last flush.
+        await self._in_flight.acquire()
         messages, self._pending = self._pending, []
         published, self._published = self._published, asyncio.get_running_loop().create_future()
         if not messages:
+            self._in_flight.release()
             published.set_result(None)
             return
         self.received += len(messages)
@@ -111,30 +122,55 @@ class Ingest(Component):
                     rejected.detail,
                     rejected.reason,
                 )
-        # Several batches may await the bus's confirmation at once: waiting for each in
-        # turn would cap throughput at one batch per round trip. Tasks start in creation
-        # order, so batches reach the bus in the order they arrived.
-        await self._in_flight.acquire()
-        task = asyncio.create_task(self._publish(batch, published), name="ingest-publish")
+        # Tasks start in creation order, so batches reach the bus in the order they arrived;
+        # a refused batch holds back the ones after it until the bus took it.
+        previous, self._previous = self._previous, published
+        task = asyncio.create_task(self._publish(batch, published, previous), name="ingest-publish")
         self._publishing.add(task)
         task.add_done_callback(self._publishing.discard)
 
-    async def _publish(self, batch: Batch, published: asyncio.Future[None]) -> None:
-        backoff = 0.1
+    async def _publish(
+        self,
+        batch: Batch,
+        published: asyncio.Future[None],
+        previous: asyncio.Future[None] | None,
+    ) -> None:
+        """Put ``batch`` on the bus, retrying until it takes it; ``previous`` is the batch
+        before it, which a refused batch waits for before it tries again (order per device)."""
         try:
-            while True:
+            await self._bus_open.wait()
+            try:
+                await self.bus.publish(batch)
+            except BusError as exc:
+                self._refused += 1
+                self._bus_open.clear()
                 try:
-                    await self.bus.publish(batch)
-                    break
-                except BusError as exc:
-                    # Nothing is acknowledged meanwhile: the broker keeps what it handed over.
-                    self.bus_failures += 1
-                    log.error("bus refused a batch of %d, retrying: %s", len(batch), exc)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF)
+                    await self._retry(batch, previous, exc)
+                finally:
+                    self._refused -= 1
+                    if self._refused == 0:
+                        self._bus_open.set()
             published.set_result(None)
         finally:
             self._in_flight.release()
+
+    async def _retry(
+        self, batch: Batch, previous: asyncio.Future[None] | None, error: BusError
+    ) -> None:
+        backoff = 0.1
+        while True:
+            # Nothing is acknowledged meanwhile: the broker keeps what it handed over.
+            self.bus_failures += 1
+            log.error("bus refused a batch of %d, retrying: %s", len(batch), error)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+            if previous is not None:
+                await asyncio.shield(previous)
+            try:
+                await self.bus.publish(batch)
+                return
+            except BusError as exc:
+                error = exc
 
     async def _flush_forever(self) -> None:
         while True:

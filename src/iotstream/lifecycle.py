@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Coroutine, Iterable
@@ -20,20 +19,6 @@ log = logging.getLogger(__name__)
 def _report(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("task %s stopped", task.get_name(), exc_info=task.exception())
-
-
-def settle_heap() -> None:
-    """Make the collector's pauses rare once everything is started.
-
-    The pipeline allocates a few short-lived objects per message; with the default
-    thresholds the collector runs hundreds of times a second and its older generations,
-    scanned now and then, pause the event loop for tens of milliseconds: the tail of the
-    publish-to-WebSocket latency. Objects alive at start-up (modules, the app) are frozen
-    out of collection, and collections run after 50,000 allocations instead of 700.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 def spawn(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:

@@ -6,14 +6,56 @@ only place that turns untrusted MQTT input into these types.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self, TypeVar
+
+from pydantic import GetCoreSchemaHandler
+from pydantic_core import core_schema
+
+from .errors import InvalidDeviceId
 
 # Keys of a device state that the server owns; a device cannot set them.
 DEVICE_ID = "deviceId"
 TIMESTAMP = "timestamp"
 RECEIVED_AT = "receivedAt"
 RESERVED_FIELDS = frozenset({DEVICE_ID, TIMESTAMP, RECEIVED_AT})
+
+MAX_DEVICE_ID = 128
+_FORBIDDEN_ID_CHARS = frozenset("+#/") | frozenset(chr(c) for c in range(32)) | {"\x7f"}
+
+
+class DeviceId(str):
+    """The id of a device: 1-128 characters, none of them ``+``, ``#``, ``/`` or a control
+    character, so that it fits in one MQTT topic level. Every edge that receives one (MQTT
+    topics, HTTP paths, commands, Kafka records) makes it with ``parse``; inside the pipeline
+    a ``DeviceId`` is known to be valid."""
+
+    __slots__ = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Self:
+        """The id ``text`` spells; raises ``InvalidDeviceId`` saying why it cannot be one."""
+        if type(text) is cls:
+            return text
+        if not text:
+            raise InvalidDeviceId("device id is empty")
+        if len(text) > MAX_DEVICE_ID:
+            raise InvalidDeviceId(f"device id is longer than {MAX_DEVICE_ID} characters")
+        if not _FORBIDDEN_ID_CHARS.isdisjoint(text):
+            raise InvalidDeviceId("device id contains '+', '#', '/' or a control character")
+        return cls(text)
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            cls.parse,
+            core_schema.str_schema(min_length=1, max_length=MAX_DEVICE_ID),
+            serialization=core_schema.to_string_ser_schema(),
+        )
+
 
 DeviceState = dict[str, Any]
 """The latest state of one device, exactly as it goes on the wire:
@@ -26,7 +68,7 @@ DeviceState = dict[str, Any]
 class Reading:
     """Fields one device reported in one MQTT message."""
 
-    device_id: str
+    device_id: DeviceId
     fields: dict[str, Any]
     timestamp: float
     """Device time in epoch seconds; the receive time when the device sent none."""
@@ -60,33 +102,78 @@ class Rejected:
 REJECTED_PAYLOAD_KEEP = 1024
 
 Event = Reading | RawMessage | Rejected
+E = TypeVar("E", bound=Event)
+
+EVENT_KINDS: dict[str, type[Event]] = {
+    "readings": Reading,
+    "raw": RawMessage,
+    "rejected": Rejected,
+}
+"""Every kind of event, by the name a ``Batch`` lists it under, in the order batches list
+them. A new kind is a frozen dataclass above, a member of ``Event``, an entry here, and its
+Kafka record in ``iotstream.bus.kafka_codec.RECORDS``; nothing else needs to know it."""
 
 
-@dataclass(slots=True)
 class Batch:
-    """Events parsed from one burst of MQTT messages, sorted by kind."""
+    """Events parsed from one burst of MQTT messages, grouped by kind.
 
-    readings: list[Reading] = field(default_factory=list)
-    raw: list[RawMessage] = field(default_factory=list)
-    rejected: list[Rejected] = field(default_factory=list)
+    ``Batch(readings=[...], rejected=[...])`` or ``Batch.from_events(events)``;
+    ``batch.of(Reading)`` is the list of one kind (the batch's own, to append to).
+    """
 
-    def __len__(self) -> int:
-        return len(self.readings) + len(self.raw) + len(self.rejected)
+    __slots__ = ("_lists",)
 
-    def events(self) -> list[Event]:
-        return [*self.readings, *self.raw, *self.rejected]
+    def __init__(self, **lists: list[Any]) -> None:
+        self._lists: dict[type[Any], list[Any]] = {}
+        for name, kind in EVENT_KINDS.items():
+            self._lists[kind] = lists.pop(name, [])
+        if lists:
+            raise TypeError(f"unknown kinds of event: {', '.join(lists)}")
 
     @classmethod
-    def of(cls, events: list[Event]) -> Batch:
+    def from_events(cls, events: Iterable[Event]) -> Batch:
         batch = cls()
+        lists = batch._lists
         for event in events:
-            if isinstance(event, Reading):
-                batch.readings.append(event)
-            elif isinstance(event, RawMessage):
-                batch.raw.append(event)
-            else:
-                batch.rejected.append(event)
+            lists[type(event)].append(event)
         return batch
+
+    def of(self, kind: type[E]) -> list[E]:
+        return self._lists[kind]
+
+    def add(self, event: Event) -> None:
+        self._lists[type(event)].append(event)
+
+    def extend(self, other: Batch) -> None:
+        for kind, events in other._lists.items():
+            self._lists[kind].extend(events)
+
+    def events(self) -> list[Event]:
+        """Every event, kind by kind in ``EVENT_KINDS`` order."""
+        return [event for events in self._lists.values() for event in events]
+
+    def __len__(self) -> int:
+        return sum(map(len, self._lists.values()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Batch) and self._lists == other._lists
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{name}={len(self._lists[kind])}" for name, kind in EVENT_KINDS.items())
+        return f"Batch({counts})"
+
+    # The kinds the pipeline reads by name; other kinds are reached with ``of``.
+    @property
+    def readings(self) -> list[Reading]:
+        return self._lists[Reading]
+
+    @property
+    def raw(self) -> list[RawMessage]:
+        return self._lists[RawMessage]
+
+    @property
+    def rejected(self) -> list[Rejected]:
+        return self._lists[Rejected]
 
 
 @dataclass(slots=True, frozen=True)
@@ -98,15 +185,3 @@ class Changes:
 
     def __bool__(self) -> bool:
         return bool(self.updated or self.removed)
-
-
-def rejected_as_dict(item: Rejected) -> dict[str, Any]:
-    """A dead letter as the API shows it."""
-    return {
-        "topic": item.topic,
-        "reason": item.reason,
-        "detail": item.detail,
-        "size": item.size,
-        "payload": item.payload.decode("utf-8", "replace"),
-        "receivedAt": item.received_at,
-    }

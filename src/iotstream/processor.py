@@ -1,4 +1,4 @@
-"""Processor: bus batches in, latest state and change batches out.
+"""Processor: bus batches in, into the store (which announces what changed).
 
 A batch is committed on the bus only after the store took it, so a store
 outage stops the processor (it retries the same batch) instead of losing data.
@@ -14,7 +14,7 @@ from .bus import Bus
 from .errors import BusError, StoreError
 from .health import Health
 from .lifecycle import Component, cancel_all, crashed, spawn
-from .models import Batch, Changes
+from .models import Batch
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,7 @@ class Processor(Component):
         backoff = 0.1
         while True:
             try:
-                changes = await self.store.apply(batch)
-                if changes:
-                    await self.store.publish(changes)
+                await self.store.apply(batch)
             except StoreError as exc:
                 self.store_failures += 1
                 if self._store_down is None:
@@ -72,6 +70,7 @@ class Processor(Component):
                     if not batch:
                         continue
                     await self._apply(batch)
+                    self.processed += len(batch)
                     await consumer.commit()
                 except BusError as exc:
                     # Uncommitted batches come back from the bus; the store takes them again
@@ -80,16 +79,13 @@ class Processor(Component):
                     log.error("bus error, carrying on: %s", exc)
                     await asyncio.sleep(1.0)
                     continue
-                self.processed += len(batch)
 
     async def _expire(self, ttl: float) -> None:
         period = min(max(ttl / 4, 0.05), 1.0)
         while True:
             await asyncio.sleep(period)
             try:
-                gone = await self.store.expire(time.time() - ttl)
-                if gone:
-                    await self.store.publish(Changes(removed=gone))
+                await self.store.expire(time.time() - ttl)
             except StoreError as exc:
                 log.warning("device expiry skipped: %s", exc)
 

@@ -1,5 +1,11 @@
-"""Starting and stopping the roles of iotstream: the embedded server runs them all in one
-process; the distributed mode runs each as its own process."""
+"""The roles of iotstream and how a process runs them.
+
+A role says what it needs and what it starts (``ROLES``); the embedded server
+(``iotstream run``) runs them all in one process, the distributed mode runs each as its own
+process (``iotstream bridge``, ...). The parts the roles of one process share (the MQTT
+endpoint, bus, store, hub) are built once, on first need, by an ``Assembly``. A new role is
+one more entry in ``ROLES``, and with it one more sub-command.
+"""
 
 from __future__ import annotations
 
@@ -8,31 +14,209 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import AsyncExitStack
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
 
-from .api import Services, create_app
+from .api import ApiContext, create_app, create_health_app
 from .broker import connect_host, create_broker
-from .bus import create_bus
+from .bus import Bus, create_bus
 from .commands import CommandService
-from .config import MqttEndpoint, Settings
+from .config import OPTIONS, MqttEndpoint, Settings
 from .errors import ConfigError
 from .health import HasHealth
+from .heap import tune_garbage_collection
 from .hub import Hub
 from .ingest import Ingest
-from .lifecycle import cancel_all, settle_heap, spawn
+from .lifecycle import Component, cancel_all, spawn
 from .mqtt import MqttConnection
 from .parser import Parser
 from .processor import Processor
+from .rates import RateMeter
 from .simulator import Fleet, simulate
-from .stats import RateMeter
-from .store import create_store
+from .store import Store, create_store
 
 log = logging.getLogger(__name__)
+
+C = TypeVar("C", bound=Component)
+
+
+class Assembly:
+    """The parts the roles of one process share, each built once, on first need.
+
+    Every part is entered into the process's exit stack, so the parts stop in the reverse
+    order of their start, and registered by name in ``components`` for ``GET /api/health``.
+    """
+
+    def __init__(self, settings: Settings, stack: AsyncExitStack) -> None:
+        self.settings = settings
+        self.stack = stack
+        self.components: dict[str, HasHealth] = {}
+        self.api: FastAPI | None = None
+        """The app served on --http-port, when a role of this process serves one."""
+        self._endpoint: MqttEndpoint | None = None
+        self._bus: Bus | None = None
+        self._store: Store | None = None
+        self._hub: Hub | None = None
+
+    async def enter(self, name: str, component: C) -> C:
+        """Start ``component`` until the process stops, reporting its health as ``name``."""
+        await self.stack.enter_async_context(component)
+        self.components[name] = component
+        return component
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run a background task until the process stops."""
+        self.stack.push_async_callback(cancel_all, [spawn(coro, name)])
+
+    async def start_broker(self) -> None:
+        """Start the embedded broker, unless ``--mqtt-url`` names one; what starts after it
+        connects to it."""
+        broker = create_broker(self.settings)
+        if broker is not None:
+            await self.enter("broker", broker)
+            self._endpoint = MqttEndpoint(connect_host(broker.host), broker.port)
+
+    def endpoint(self) -> MqttEndpoint:
+        """Where MQTT clients of this process connect: the embedded broker or ``--mqtt-url``."""
+        if self._endpoint is None:
+            if self.settings.mqtt.url is None:
+                raise ConfigError("no MQTT broker in this process: give --mqtt-url")
+            self._endpoint = MqttEndpoint.parse(self.settings.mqtt.url)
+        return self._endpoint
+
+    async def bus(self) -> Bus:
+        if self._bus is None:
+            self._bus = await self.enter("bus", create_bus(self.settings))
+        return self._bus
+
+    async def store(self) -> Store:
+        if self._store is None:
+            self._store = await self.enter("store", create_store(self.settings))
+        return self._store
+
+    async def hub(self) -> Hub:
+        if self._hub is None:
+            ws = self.settings.ws
+            hub = Hub(await self.store(), interval=ws.interval, client_buffer=ws.client_buffer)
+            self._hub = await self.enter("hub", hub)
+        return self._hub
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """What a role needs and what it starts.
+
+    ``needs`` are the settings (flat names) of the engines a role must be given when it runs
+    without the others: in-process backends cannot be shared between processes.
+    ``serves_http``: the role serves the HTTP API on --http-port, which answers
+    ``GET /api/health``. Otherwise a process of this role alone serves its health on
+    ``health_port`` unless ``--metrics-port`` says otherwise. ``summary`` and ``detail``
+    describe its CLI sub-command (no summary: no sub-command; it runs in ``iotstream run``).
+    """
+
+    name: str
+    start: Callable[[Assembly], Awaitable[None]]
+    needs: tuple[str, ...] = ()
+    serves_http: bool = False
+    health_port: int = 0
+    summary: str | None = None
+    detail: str = ""
+
+
+async def _start_api(parts: Assembly) -> None:
+    store, hub = await parts.store(), await parts.hub()
+    command_link = await parts.enter("commands", MqttConnection(parts.endpoint(), "commands"))
+    parts.components.setdefault("broker", command_link)
+    rates = RateMeter(store)
+    parts.spawn(rates.run(), "rates")
+    # The shared ``components`` also gets the parts of roles started after this one.
+    context = ApiContext(store, hub, CommandService(command_link), rates, parts.components)
+    parts.api = create_app(context, parts.settings.http.cors_origins)
+
+
+async def _start_processor(parts: Assembly) -> None:
+    settings = parts.settings
+    processor = Processor(
+        await parts.bus(),
+        await parts.store(),
+        group=settings.kafka.group,
+        device_ttl=settings.state.device_ttl,
+    )
+    await parts.enter("processor", processor)
+
+
+async def _start_bridge(parts: Assembly) -> None:
+    mqtt = parts.settings.mqtt
+    durable = parts.settings.kafka.bootstrap is not None
+    ingest = Ingest(
+        parts.endpoint(),
+        mqtt.topics,
+        mqtt.qos,
+        Parser(mqtt.max_payload),
+        await parts.bus(),
+        ack_after_publish=durable,
+        client_id=mqtt.client_id
+        or (f"iotstream-bridge-{socket.gethostname()}" if durable else None),
+        share_group=mqtt.share_group,
+    )
+    await parts.enter("ingest", ingest)
+    parts.components.setdefault("broker", ingest.connection)
+
+
+# In start order: what receives starts before what feeds it, so on SIGINT/SIGTERM the HTTP
+# listeners stop first, then the simulator, the bridge, the processor, the API's parts, and
+# the broker last.
+ROLES: tuple[Role, ...] = (
+    Role("broker", Assembly.start_broker),
+    Role(
+        "api",
+        _start_api,
+        needs=("redis_url", "mqtt_url"),
+        serves_http=True,
+        summary="REST, WebSocket and commands served from Redis",
+    ),
+    Role(
+        "processor",
+        _start_processor,
+        needs=("kafka_bootstrap", "redis_url"),
+        health_port=9082,
+        summary="Kafka to Redis",
+        detail="Offsets are committed after the Redis writes.",
+    ),
+    Role(
+        "bridge",
+        _start_bridge,
+        needs=("mqtt_url", "kafka_bootstrap"),
+        health_port=9081,
+        summary="MQTT to Kafka",
+        detail="A QoS 1 message is acknowledged only after Kafka confirmed it.",
+    ),
+)
+
+
+def default_health_port(roles: Sequence[Role]) -> int | None:
+    """Where a process of ``roles`` serves its health when ``--metrics-port`` is not given:
+    ``None`` when it serves the HTTP API (health is on --http-port), else the first role's
+    port (0: any free one)."""
+    if any(role.serves_http for role in roles):
+        return None
+    return next((role.health_port for role in roles if role.health_port), 0)
+
+
+def _check_engines(settings: Settings, roles: Sequence[Role]) -> None:
+    if {role.name for role in roles} == {role.name for role in ROLES}:
+        return  # every role in one process: the in-process backends serve them all
+    missing = sorted(
+        {name for role in roles for name in role.needs if settings.value(name) is None}
+    )
+    if missing:
+        flags = ", ".join(OPTIONS[name].flag for name in missing)
+        raise ConfigError(f"iotstream {' '.join(role.name for role in roles)} needs {flags}")
 
 
 class _Server(uvicorn.Server):
@@ -44,23 +228,38 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _banner(settings: Settings, endpoint: MqttEndpoint) -> str:
-    http = f"http://{connect_host(settings.http_host)}:{settings.http_port}"
-    lines = [
-        f"iotstream is running: dashboard {http}/",
-        f"  API        {http}/api/health , Swagger UI {http}/docs",
-        f"  WebSocket  ws://{connect_host(settings.http_host)}:{settings.http_port}/coordinates",
-        f"  MQTT       {endpoint}  (publish to sensors/<id>/coordinates)",
-    ]
-    if settings.mqtt_url is None and settings.mqtt_host == "127.0.0.1":
-        lines.append("  MQTT listens on loopback only; --mqtt-host 0.0.0.0 opens it to the network")
-    if settings.http_host == "127.0.0.1":
-        lines.append("  HTTP listens on loopback only; --http-host 0.0.0.0 opens it to the network")
-    return "\n".join(lines)
+def _listen(stack: AsyncExitStack, host: str, port: int, flag: str) -> socket.socket:
+    """A bound socket, so a busy port is a clear error at start and port 0 a free one."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    stack.callback(sock.close)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} ({flag}): {exc.strerror}") from exc
+    return sock
 
 
-Role = Literal["broker", "bridge", "processor", "api"]
-EMBEDDED: frozenset[Role] = frozenset({"broker", "bridge", "processor", "api"})
+def _bind(
+    settings: Settings, roles: Sequence[Role], stack: AsyncExitStack
+) -> tuple[socket.socket | None, socket.socket | None]:
+    """The sockets of the HTTP API, if a role serves it, and of the health listener, unless
+    the API answers GET /api/health on the same port."""
+    http = settings.http
+    api = None
+    if any(role.serves_http for role in roles):
+        api = _listen(stack, http.host, http.port, "--http-port")
+    port = settings.metrics.port
+    if port is None:
+        port = default_health_port(roles)
+    if port is None or (api is not None and port == http.port):
+        return api, None
+    return api, _listen(stack, http.host, port, "--metrics-port")
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{connect_host(host)}:{port}"
 
 
 def _stop_event() -> asyncio.Event:
@@ -72,123 +271,89 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-# What a role needs when it runs on its own: in-process backends cannot be shared between
-# processes, so a lone role must be given the engines it talks to.
-NEEDS: dict[Role, tuple[str, ...]] = {
-    "bridge": ("mqtt_url", "kafka_bootstrap"),
-    "processor": ("kafka_bootstrap", "redis_url"),
-    "api": ("redis_url", "mqtt_url"),
-}
-
-
-def _check_engines(settings: Settings, roles: frozenset[Role]) -> None:
-    if "broker" in roles:
-        return
-    missing = sorted(
-        {name for role in roles for name in NEEDS.get(role, ()) if getattr(settings, name) is None}
-    )
-    if missing:
-        flags = ", ".join("--" + name.replace("_", "-") for name in missing)
-        raise ConfigError(f"iotstream {' '.join(sorted(roles))} needs {flags}")
-
-
-async def serve(settings: Settings, roles: frozenset[Role] = EMBEDDED) -> None:
+async def serve(settings: Settings, roles: Sequence[Role] = ROLES) -> None:
     """Run ``roles`` in this process until SIGINT/SIGTERM, then stop them in reverse order.
 
     ``iotstream run`` is every role; ``bridge``, ``processor`` and ``api`` are one each,
     for the distributed mode where each scales on its own.
     """
+    roles = [role for role in ROLES if role in roles]
     _check_engines(settings, roles)
     stop = _stop_event()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as stack:
-        components: dict[str, HasHealth] = {}
-        broker = create_broker(settings) if "broker" in roles else None
-        if broker is not None:
-            await stack.enter_async_context(broker)
-            components["broker"] = broker
-            endpoint = MqttEndpoint(connect_host(broker.host), broker.port)
+        # Ports first: a busy one fails before anything started.
+        api_socket, health_socket = _bind(settings, roles, stack)
+        parts = Assembly(settings, stack)
+        for role in roles:
+            await role.start(parts)
+        if settings.simulator.robots:
+            fleet = Fleet(settings.simulator.robots, seed=1)
+            parts.spawn(simulate(fleet, parts.endpoint(), settings.simulator.rate), "simulator")
+
+        listeners: list[tuple[FastAPI, socket.socket]] = []
+        lines = []
+        if api_socket is not None and parts.api is not None:
+            listeners.append((parts.api, api_socket))
+            lines.append(_banner(settings, parts.endpoint()))
         else:
-            endpoint = MqttEndpoint.parse(settings.mqtt_url or "mqtt://127.0.0.1")
+            names = " + ".join(role.name for role in roles)
+            lines.append(f"iotstream {names} is running; stop with Ctrl-C")
+        if health_socket is not None:
+            listeners.append((create_health_app(parts.components), health_socket))
+            lines.append(f"  Health     {_url(health_socket)}/api/health")
+        tune_garbage_collection()
+        await _serve_http(settings, listeners, stop, "\n".join(lines))
 
-        bus = store = hub = None
-        if roles & {"bridge", "processor"}:
-            bus = await stack.enter_async_context(create_bus(settings))
-            components["bus"] = bus
-        if roles & {"processor", "api"}:
-            store = await stack.enter_async_context(create_store(settings))
-            components["store"] = store
-        if "api" in roles:
-            assert store is not None
-            hub = await stack.enter_async_context(
-                Hub(store, interval=settings.ws_interval, client_buffer=settings.ws_client_buffer)
-            )
-            components["hub"] = hub
-        if "processor" in roles:
-            assert bus is not None and store is not None
-            components["processor"] = await stack.enter_async_context(
-                Processor(bus, store, group=settings.kafka_group, device_ttl=settings.device_ttl)
-            )
-        if "bridge" in roles:
-            assert bus is not None
-            durable = settings.kafka_bootstrap is not None
-            ingest = await stack.enter_async_context(
-                Ingest(
-                    endpoint,
-                    settings.mqtt_topics,
-                    settings.mqtt_qos,
-                    Parser(settings.max_payload),
-                    bus,
-                    ack_after_publish=durable,
-                    client_id=settings.mqtt_client_id
-                    or (f"iotstream-bridge-{socket.gethostname()}" if durable else None),
-                    share_group=settings.mqtt_share_group,
-                )
-            )
-            components["ingest"] = ingest
-            components.setdefault("broker", ingest.connection)
 
-        tasks: list[asyncio.Task[None]] = []
-        stack.push_async_callback(cancel_all, tasks)
-        if settings.simulate:
-            fleet = Fleet(settings.simulate, seed=1)
-            tasks.append(spawn(simulate(fleet, endpoint, settings.simulate_rate), "simulator"))
-        settle_heap()
-        if hub is None:
-            log.info("iotstream %s running; stop with Ctrl-C", " + ".join(sorted(roles)))
-            await stop.wait()
-            return
-        assert store is not None
-        command_link = await stack.enter_async_context(MqttConnection(endpoint, "commands"))
-        components["commands"] = command_link
-        components.setdefault("broker", command_link)
-        rates = RateMeter(store)
-        tasks.append(spawn(rates.run(), "rates"))
-        services = Services(store, hub, CommandService(command_link), rates, components)
-        await _serve_http(settings, create_app(services, settings.cors_origins), stop, endpoint)
+def _banner(settings: Settings, endpoint: MqttEndpoint) -> str:
+    host = connect_host(settings.http.host)
+    http = f"http://{host}:{settings.http.port}"
+    lines = [
+        f"iotstream is running: dashboard {http}/",
+        f"  API        {http}/api/health , Swagger UI {http}/docs",
+        f"  WebSocket  ws://{host}:{settings.http.port}/coordinates",
+        f"  MQTT       {endpoint}  (publish to sensors/<id>/coordinates)",
+    ]
+    if settings.mqtt.url is None and settings.mqtt.host == "127.0.0.1":
+        lines.append("  MQTT listens on loopback only; --mqtt-host 0.0.0.0 opens it to the network")
+    if settings.http.host == "127.0.0.1":
+        lines.append("  HTTP listens on loopback only; --http-host 0.0.0.0 opens it to the network")
+    return "\n".join(lines)
 
 
 async def _serve_http(
-    settings: Settings, app: FastAPI, stop: asyncio.Event, endpoint: MqttEndpoint
+    settings: Settings,
+    listeners: list[tuple[FastAPI, socket.socket]],
+    stop: asyncio.Event,
+    banner: str,
 ) -> None:
-    config = uvicorn.Config(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_level="warning",
-        ws_ping_interval=settings.ws_ping_interval,
-        ws_ping_timeout=settings.ws_ping_interval,
-        ws_per_message_deflate=settings.ws_compression,
-        lifespan="off",
-    )
-    server = _Server(config)
-    serving = asyncio.ensure_future(server.serve())
-    stopping = asyncio.ensure_future(stop.wait())
-    while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn only has a flag
+    """Serve every listener until ``stop``; print ``banner`` once all of them accept."""
+    servers = [
+        _Server(
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                ws_ping_interval=settings.ws.ping_interval,
+                ws_ping_timeout=settings.ws.ping_interval,
+                ws_per_message_deflate=settings.ws.compression,
+                lifespan="off",
+            )
+        )
+        for app, _ in listeners
+    ]
+    serving = [
+        asyncio.ensure_future(server.serve(sockets=[sock]))
+        for server, (_, sock) in zip(servers, listeners, strict=True)
+    ]
+    # uvicorn only has a flag to say it started.
+    while not all(s.started for s in servers) and not any(t.done() for t in serving):  # noqa: ASYNC110
         await asyncio.sleep(0.02)
-    if server.started:
-        print(_banner(settings, endpoint), flush=True)
-    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    server.should_exit = True
+    if all(s.started for s in servers):
+        print(banner, flush=True)
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({*serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    for server in servers:
+        server.should_exit = True
     stopping.cancel()
-    await serving
+    await asyncio.gather(*serving)

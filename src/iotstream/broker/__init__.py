@@ -13,9 +13,9 @@ __all__ = ["AmqttBroker", "Broker", "MosquittoBroker", "connect_host", "create_b
 
 def create_broker(settings: Settings) -> Broker | None:
     """The broker to run, or ``None`` when ``--mqtt-url`` names an existing one."""
-    if settings.mqtt_url is not None:
+    if settings.mqtt.url is not None:
         return None
-    kind = settings.broker
+    kind = settings.mqtt.broker
     if kind == "auto":
         kind = "mosquitto" if mosquitto_binary() else "amqtt"
     if kind == "mosquitto":
@@ -24,6 +24,6 @@ def create_broker(settings: Settings) -> Broker | None:
                 "--broker mosquitto: mosquitto is not on PATH (apt-get install mosquitto)"
             )
         return MosquittoBroker(
-            settings.mqtt_host, settings.mqtt_port, settings.data_dir / "mosquitto"
+            settings.mqtt.host, settings.mqtt.port, settings.data_dir / "mosquitto"
         )
-    return AmqttBroker(settings.mqtt_host, settings.mqtt_port)
+    return AmqttBroker(settings.mqtt.host, settings.mqtt.port)

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import BrokerError
 from ..health import Health
-from .base import Broker, wait_for_port
+from .base import Broker
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +26,16 @@ class AmqttBroker(Broker):
                 "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
             },
         }
+        # start() returns once amqtt listens; probing the port with a bare TCP connection
+        # would leave a socket that amqtt never closes (it waits for a CONNECT).
+        broker = AmqttServer(config)
         try:
-            self._broker = AmqttServer(config)
-            await self._broker.start()
-            await wait_for_port(self.host, self.port, 10.0)
+            await broker.start()
         except Exception as exc:
             raise BrokerError(
                 f"amqtt broker failed to start on {self.host}:{self.port}: {exc}"
             ) from exc
+        self._broker = broker
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.WARNING)
         log.info("in-process amqtt broker listening on %s:%s", self.host, self.port)

@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -46,10 +47,15 @@ class MosquittoBroker(Broker):
         self._process: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
+        self._ready = False
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process and self._process.returncode is None else None
+        """The running mosquitto's, once it accepts connections."""
+        process = self._process
+        if process is None or process.returncode is not None or not self._ready:
+            return None
+        return process.pid
 
     def _write_config(self) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -73,7 +79,20 @@ class MosquittoBroker(Broker):
         config.write_text("\n".join(lines) + "\n")
         return config
 
+    def _check_port_free(self) -> None:
+        # Otherwise the readiness probe below would take another server for mosquitto.
+        with socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((self.host, self.port))
+            except OSError as exc:
+                raise BrokerError(
+                    f"cannot start mosquitto on {self.host}:{self.port}: {exc.strerror}"
+                ) from exc
+
     async def _spawn(self) -> None:
+        self._ready = False
+        self._check_port_free()
         config = self._write_config()
         logfile = (self.workdir / "mosquitto.log").open("ab")
         try:
@@ -100,6 +119,7 @@ class MosquittoBroker(Broker):
             )
         waiter.cancel()
         ready.result()
+        self._ready = True
         log.info("mosquitto (pid %s) listening on %s:%s", process.pid, self.host, self.port)
 
     async def start(self) -> None:

@@ -11,14 +11,14 @@ __all__ = ["Bus", "Consumer", "MemoryBus", "create_bus"]
 
 def create_bus(settings: Settings) -> Bus:
     """Kafka when ``kafka_bootstrap`` is set, else the in-process log."""
-    if settings.kafka_bootstrap is None:
+    if settings.kafka.bootstrap is None:
         return MemoryBus()
     from .kafka import KafkaBus
 
     return KafkaBus(
-        settings.kafka_bootstrap,
-        topic=settings.kafka_topic,
-        partitions=settings.kafka_partitions,
-        replication_factor=settings.kafka_replication_factor,
-        retention_ms=settings.kafka_retention_ms,
+        settings.kafka.bootstrap,
+        topic=settings.kafka.topic,
+        partitions=settings.kafka.partitions,
+        replication_factor=settings.kafka.replication_factor,
+        retention_ms=settings.kafka.retention_ms,
     )

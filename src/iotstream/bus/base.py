@@ -1,6 +1,6 @@
 """The bus seam: a durable, ordered log of event batches read by consumer groups.
 
-Contract, shared by every backend and checked by ``tests/bus_suite.py``:
+Contract, shared by every backend and checked by ``tests/bus/suite.py``:
 
 - ``publish`` returns once the backend has accepted the batch (for Kafka, when
   every record is acknowledged); order is kept per device.

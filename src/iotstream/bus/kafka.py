@@ -1,8 +1,9 @@
 """The distributed bus: Apache Kafka through confluent-kafka (librdkafka).
 
 Readings and raw messages go to ``topic``, rejected messages to ``deadletter_topic``; a
-consumer reads both. ``iotstream.codec`` encodes the records; readings are keyed by device
-id, so each device's events keep their order.
+consumer reads both. ``kafka_codec`` beside this module encodes the records (its table says
+which kind goes to which topic); readings are keyed by device id, so each device's events
+keep their order.
 
 librdkafka does its network I/O on threads of its own. Its blocking calls run here in
 worker threads, never on the event loop: one producer thread serves delivery reports and
@@ -22,11 +23,11 @@ from typing import Any, TypeVar
 
 import orjson
 
-from ..codec import UNDECODABLE, decode_batch, encode_batch
 from ..errors import BusError, missing_extra
 from ..health import Health
 from ..models import Batch
 from .base import Bus, Consumer
+from .kafka_codec import UNDECODABLE, decode_batch, encode_batch
 
 try:
     from confluent_kafka import Consumer as _KafkaConsumer
@@ -288,9 +289,8 @@ class KafkaBus(Bus):
 
     def _produce_batch(self, producer: Producer, batch: Batch, acks: _Acks) -> None:
         records = encode_batch(batch)
-        live = len(batch.readings) + len(batch.raw)  # encode_batch keeps Batch.events() order
-        self._produce(producer, self.topic, records[:live], acks)
-        self._produce(producer, self.deadletter_topic, records[live:], acks)
+        self._produce(producer, self.topic, records.live, acks)
+        self._produce(producer, self.deadletter_topic, records.deadletter, acks)
 
     async def publish(self, batch: Batch) -> None:
         """Returns once Kafka acknowledged every record; raises ``BusError`` if any failed."""

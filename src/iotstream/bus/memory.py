@@ -86,9 +86,7 @@ class MemoryBus(Bus):
             return taken[0], position
         merged = Batch()
         for batch in taken:
-            merged.readings.extend(batch.readings)
-            merged.raw.extend(batch.raw)
-            merged.rejected.extend(batch.rejected)
+            merged.extend(batch)
         return merged, position
 
     async def _wait(self, position: int, timeout: float) -> None:

@@ -11,13 +11,13 @@ __all__ = ["Counters", "MemoryStore", "Store", "create_store"]
 
 def create_store(settings: Settings) -> Store:
     """Redis when ``redis_url`` is set, else process memory."""
-    if settings.redis_url is None:
-        return MemoryStore(deadletter_limit=settings.deadletter_limit)
+    if settings.redis.url is None:
+        return MemoryStore(deadletter_limit=settings.state.deadletter_limit)
     from .redis import RedisStore
 
     return RedisStore(
-        settings.redis_url,
-        prefix=settings.redis_prefix,
-        deadletter_limit=settings.deadletter_limit,
-        dedupe_window=settings.redis_dedupe_window,
+        settings.redis.url,
+        prefix=settings.redis.prefix,
+        deadletter_limit=settings.state.deadletter_limit,
+        dedupe_window=settings.redis.dedupe_window,
     )

@@ -1,19 +1,23 @@
 """The store seam: the latest state of every device, counters, dead letters, and change fan-out.
 
-Contract, shared by every backend and checked by ``tests/store_suite.py``:
+Contract, shared by every backend and checked by ``tests/store/suite.py``:
 
 - ``apply`` merges a batch into the latest state: a reading's fields overwrite
   the device's, unless its device timestamp is older than the stored one (then
   only the counters and the last-seen time move). It counts messages per
   device, per raw topic and per rejection reason, and keeps the newest
-  rejected messages. It returns what changed.
+  rejected messages. It announces what changed to every ``subscribe``-r, as part of
+  the same write (a write that happened is always announced, even when its caller
+  never hears back), and returns it.
 - With a ``dedupe_window`` of N, a reading equal to one of the device's last N
   readings (same device timestamp, same fields) is a duplicate and is ignored,
   counters included: replays after a processor crash and broker redeliveries
   after a bridge crash are not counted twice. Readings without a device
   timestamp carry their receive time, so only replays of the same record match.
-- ``publish`` sends a ``Changes`` to every ``subscribe``-r, in order.
-- ``expire`` removes devices not seen since a time and returns their ids.
+- Subscribers receive every announced ``Changes`` in the order of the writes.
+- ``expire`` removes devices not seen since a time, announces their removal, and
+  returns their ids.
+- ``total`` is the number of messages counted, without reading any per-device count.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ class Store(Component):
 
     @abstractmethod
     async def apply(self, batch: Batch) -> Changes:
-        """Merge a batch and count it; returns the devices whose latest state changed."""
+        """Merge a batch and count it; announces and returns the devices whose state changed."""
 
     @abstractmethod
     async def devices(self) -> list[DeviceState]:
@@ -61,16 +65,16 @@ class Store(Component):
     async def counters(self) -> Counters: ...
 
     @abstractmethod
+    async def total(self) -> int:
+        """Messages counted so far (``counters().total``), cheap enough to sample often."""
+
+    @abstractmethod
     async def deadletters(self, limit: int | None = None) -> list[Rejected]:
         """The newest rejected messages, newest first."""
 
     @abstractmethod
     async def expire(self, last_seen_before: float) -> list[str]:
-        """Remove devices not seen since ``last_seen_before`` (epoch seconds)."""
-
-    @abstractmethod
-    async def publish(self, changes: Changes) -> None:
-        """Send ``changes`` to every subscriber."""
+        """Remove devices not seen since ``last_seen_before`` (epoch seconds); announces it."""
 
     @abstractmethod
     def subscribe(self) -> AbstractAsyncContextManager[AsyncIterator[Changes]]:

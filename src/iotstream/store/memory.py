@@ -59,7 +59,9 @@ class MemoryStore(Store):
             counters.per_reason[rejected.reason] = counters.per_reason.get(rejected.reason, 0) + 1
         counters.rejected += len(batch.rejected)
         self._deadletters.extend(batch.rejected)
-        return Changes(updated=list(changed.values()))
+        changes = Changes(updated=list(changed.values()))
+        self._announce(changes)
+        return changes
 
     def _seen(self, reading: Reading) -> bool:
         """Whether the reading repeats a recent one; remembers it when not."""
@@ -94,11 +96,16 @@ class MemoryStore(Store):
             del self._last_seen[device_id]
             self._states.pop(device_id, None)
             self._recent.pop(device_id, None)
+        self._announce(Changes(removed=gone))
         return gone
 
-    async def publish(self, changes: Changes) -> None:
-        for queue in self._subscribers:
-            queue.put_nowait(changes)
+    async def total(self) -> int:
+        return self._counters.total
+
+    def _announce(self, changes: Changes) -> None:
+        if changes:
+            for queue in self._subscribers:
+                queue.put_nowait(changes)
 
     @asynccontextmanager
     async def subscribe(self) -> AsyncIterator[AsyncIterator[Changes]]:

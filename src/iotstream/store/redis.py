@@ -19,8 +19,11 @@ Key layout (``{prefix}`` defaults to ``iotstream``)::
     {prefix}:changes        channel pub/sub of {"updated": [states...], "removed": [ids...]}
 
 Writes: ``apply`` is one EVALSHA per batch, with the whole batch as arguments,
-so a batch is deduplicated, merged and counted atomically, and concurrent
-writers and replays cannot interleave inside it. Redis's Lua ``cjson`` keeps
+so a batch is deduplicated, merged, counted and announced on ``{prefix}:changes``
+atomically, and concurrent writers and replays cannot interleave inside it: a
+write whose reply is lost has still been announced, and its replay announces
+nothing twice. ``expire`` removes and announces in one script too. The scripts
+are ``redis_apply.lua`` and ``redis_expire.lua`` beside this module. Redis's Lua ``cjson`` keeps
 14 significant digits and turns ``1.0`` into ``1`` and ``[]`` into ``{}``, so
 Lua never decodes a value: Python encodes each field as a ``"key":value`` JSON
 member with orjson, and the script only compares timestamps (``tonumber`` of
@@ -56,6 +59,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from importlib import resources
 from typing import Any
 
 import orjson
@@ -95,160 +99,10 @@ KEY_NAMES = (
     "recent",
 )
 
-# KEYS: KEY_NAMES in that order.
-# ARGV: deadletter limit, dedupe window, #devices, #topics, #reasons, #raw, #rejected, then
-#   per device: id, id as JSON, #readings, the readings' fingerprints back to back (with a
-#     window), and the readings as lines: timestamp as JSON, receive time as JSON, #fields,
-#     the members (none of these contains a line feed; one argument per device keeps the
-#     client's command encoding cheap);
-#   per topic and per reason: name, count; then the dead letters to keep, oldest first.
-# Returns the new JSON state of every device whose state changed.
-APPLY = r"""
-local state_key, seen_key, device_key, recent_key = KEYS[1], KEYS[2], KEYS[3], KEYS[8]
-
--- The key of a member '"key":value', as JSON text; only an escaped key takes the slow path.
-local function key_of(member)
-  local key = string.match(member, '^"[^"\\]*"')
-  if key then return key end
-  local stop = 1
-  repeat
-    stop = string.find(member, '"', stop + 1, true)
-    local escapes = 0
-    while string.byte(member, stop - 1 - escapes) == 92 do escapes = escapes + 1 end
-  until escapes % 2 == 0
-  return string.sub(member, 1, stop)
-end
-
-local function split(text)
-  local members, index = {}, {}
-  for line in string.gmatch(string.sub(text, 2, -2), '[^\n]+') do
-    if string.byte(line, -1) == 44 then line = string.sub(line, 1, -2) end
-    members[#members + 1] = line
-    index[key_of(line)] = #members
-  end
-  return members, index
-end
-
-local function put(members, index, key, member)
-  local at = index[key]
-  if at == nil then
-    at = #members + 1
-    index[key] = at
-  end
-  members[at] = member
-end
-
-local limit, window_size, devices = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local topics, reasons = tonumber(ARGV[4]), tonumber(ARGV[5])
-local changed, readings = {}, 0
-local i = 8
-for _ = 1, devices do
-  local id, id_json, count, fingerprints = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
-  local line = string.gmatch(ARGV[i + 4], '[^\n]+')
-  i = i + 5
-  -- The device's recent fingerprints, oldest first, from window[head] on.
-  local window, recent, head
-  if window_size > 0 then
-    window, recent, head = {}, {}, 1
-    local stored = redis.call('HGET', recent_key, id) or ''
-    for at = math.max(1, #stored - 16 * window_size + 1), #stored, 16 do
-      local fingerprint = string.sub(stored, at, at + 15)
-      window[#window + 1] = fingerprint
-      recent[fingerprint] = true
-    end
-  end
-  local old = redis.call('HGET', state_key, id)
-  local members, index, newest
-  if old then
-    members, index = split(old)
-    newest = tonumber(string.sub(members[index['"timestamp"']], 13))
-  end
-  local counted, seen, seen_json, applied_ts, applied_received = 0, nil, nil, nil, nil
-  for r = 1, count do
-    local ts_json, received_json, fields = line(), line(), tonumber(line())
-    local fingerprint = window and string.sub(fingerprints, 16 * r - 15, 16 * r)
-    if window and recent[fingerprint] then
-      for _ = 1, fields do line() end
-    else
-      if window then
-        window[#window + 1] = fingerprint
-        recent[fingerprint] = true
-        if #window - head >= window_size then
-          recent[window[head]] = nil
-          head = head + 1
-        end
-      end
-      counted = counted + 1
-      local received = tonumber(received_json)
-      if seen == nil or received > seen then seen, seen_json = received, received_json end
-      local ts = tonumber(ts_json)
-      if newest == nil or ts >= newest then
-        if members == nil then
-          members, index = {'"deviceId":' .. id_json}, {['"deviceId"'] = 1}
-        end
-        for _ = 1, fields do
-          local member = line()
-          put(members, index, key_of(member), member)
-        end
-        -- Their places are taken now, as merge() would; their values are written once, below.
-        if index['"timestamp"'] == nil then
-          put(members, index, '"timestamp"', '')
-          put(members, index, '"receivedAt"', '')
-        end
-        newest, applied_ts, applied_received = ts, ts_json, received_json
-      else
-        for _ = 1, fields do line() end
-      end
-    end
-  end
-  if counted > 0 then
-    readings = readings + counted
-    redis.call('HINCRBY', device_key, id, counted)
-    -- The score is the exact text: a Lua number would be formatted with fewer digits.
-    redis.call('ZADD', seen_key, 'GT', seen_json, id)
-    if window then redis.call('HSET', recent_key, id, table.concat(window, '', head)) end
-  end
-  if applied_ts then
-    members[index['"timestamp"']] = '"timestamp":' .. applied_ts
-    members[index['"receivedAt"']] = '"receivedAt":' .. applied_received
-    local text = '{' .. table.concat(members, ',\n') .. '}'
-    if text ~= old then
-      redis.call('HSET', state_key, id, text)
-      changed[#changed + 1] = text
-    end
-  end
-end
-for _ = 1, topics do
-  redis.call('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-for _ = 1, reasons do
-  redis.call('HINCRBY', KEYS[5], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-local totals = {readings = readings, raw = tonumber(ARGV[6]), rejected = tonumber(ARGV[7])}
-for name, n in pairs(totals) do
-  if n > 0 then redis.call('HINCRBY', KEYS[6], name, n) end
-end
-if i <= #ARGV then
-  for d = i, #ARGV do redis.call('LPUSH', KEYS[7], ARGV[d]) end
-  redis.call('LTRIM', KEYS[7], 0, limit - 1)
-end
-return changed
-"""
-
-# KEYS: lastseen, state, recent. ARGV: the time before which a device counts as silent.
-EXPIRE = r"""
-local ids = redis.call('ZRANGE', KEYS[1], '-inf', '(' .. ARGV[1], 'BYSCORE')
--- unpack() is bounded by Lua's C stack, so remove in chunks.
-for first = 1, #ids, 1000 do
-  local chunk = {unpack(ids, first, math.min(first + 999, #ids))}
-  redis.call('ZREM', KEYS[1], unpack(chunk))
-  redis.call('HDEL', KEYS[2], unpack(chunk))
-  redis.call('HDEL', KEYS[3], unpack(chunk))
-end
-return ids
-"""
+# The scripts live beside this module, each with its KEYS and ARGV described at its top.
+_SCRIPTS = resources.files(__package__)
+APPLY = _SCRIPTS.joinpath("redis_apply.lua").read_text()
+EXPIRE = _SCRIPTS.joinpath("redis_expire.lua").read_text()
 
 
 def _fingerprint(ts: bytes, members: list[bytes]) -> bytes:
@@ -305,6 +159,7 @@ class RedisStore(Store):
         self._keys = list(key.values())
         self._state, self._lastseen = key["state"], key["lastseen"]
         self._recent, self._deadletters = key["recent"], key["deadletters"]
+        self._totals = key["totals"]
         self._counter_keys = [key[name] for name in ("count:device", "count:topic", "count:reason")]
         self._counter_keys.append(key["totals"])
         self._channel = f"{prefix}:changes"
@@ -390,6 +245,7 @@ class RedisStore(Store):
             len(reasons),
             len(batch.raw),
             len(batch.rejected),
+            self._channel,
         ]
         for device_id, readings in by_device.items():
             fingerprints: list[bytes] = []
@@ -413,7 +269,10 @@ class RedisStore(Store):
     async def expire(self, last_seen_before: float) -> list[str]:
         ids = await self._run(
             "expire",
-            self._expire(keys=[self._lastseen, self._state, self._recent], args=[last_seen_before]),
+            self._expire(
+                keys=[self._lastseen, self._state, self._recent],
+                args=[last_seen_before, self._channel],
+            ),
         )
         return [device_id.decode() for device_id in ids]
 
@@ -444,6 +303,10 @@ class RedisStore(Store):
             _counts(per_reason),
         )
 
+    async def total(self) -> int:
+        counts = await self._command("HMGET", self._totals, "readings", "raw", "rejected")
+        return sum(int(count) for count in counts if count is not None)
+
     async def deadletters(self, limit: int | None = None) -> list[Rejected]:
         if limit is not None and limit <= 0:
             return []
@@ -453,10 +316,6 @@ class RedisStore(Store):
         ]
 
     # -- fan-out ----------------------------------------------------------
-
-    async def publish(self, changes: Changes) -> None:
-        message = orjson.dumps({"updated": changes.updated, "removed": changes.removed})
-        await self._command("PUBLISH", self._channel, message)
 
     @asynccontextmanager
     async def subscribe(self) -> AsyncIterator[AsyncIterator[Changes]]:

@@ -1,0 +1,396 @@
+"""Mosquitto, Redis and a single-node Kafka on 127.0.0.1, started for tests, the bench and
+``python -m harness up`` (``make services``) alike, without Docker::
+
+    port, controller_port = free_ports(2)
+    with start_kafka(port, controller_port, tmp_path / "kafka") as kafka:
+        ...  # kafka.address == "127.0.0.1:<port>"; kafka.kill(); kafka.restart(); ...
+
+``start_mosquitto``, ``start_redis`` and ``start_kafka`` return a running, ready ``Service``; its
+``stop()`` (SIGTERM, then SIGKILL) also runs on leaving a ``with`` block. Each service runs in its
+own process group and session, so Ctrl-C in a terminal reaches the caller, whose clean-up stops
+it.
+
+Kafka's jars go to ``kafka-<version>-<pom hash>/libs`` under ``IOTSTREAM_KAFKA_CACHE`` (default
+``${XDG_CACHE_HOME:-~/.cache}/iotstream``), fetched once by Maven from ``harness/kafka/pom.xml``.
+The cache lives outside any state dir so that wiping the state does not refetch, and it is keyed
+by the pom's hash so that editing the pom does.
+
+Needs ``mosquitto`` and ``redis-server`` (Debian: apt-get install -y mosquitto redis-server), and
+for Kafka ``java`` 17+ (or $JAVA_HOME/bin/java) and ``mvn``. Linux only: liveness is read from
+/proc.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from .errors import HarnessError
+from .processes import (
+    HOST,
+    POLL_SECONDS,
+    kill_process_group,
+    port_accepts,
+    stop_process_group,
+)
+
+KAFKA_BUILD_DIR = Path(__file__).resolve().parent / "kafka"
+KAFKA_POM = KAFKA_BUILD_DIR / "pom.xml"
+KAFKA_LOG4J2 = KAFKA_BUILD_DIR / "log4j2.xml"
+KAFKA_STARTED = b"Kafka Server started"
+KAFKA_JVM_OPTS = ("-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true")
+# /usr/sbin holds mosquitto on Debian but is not on a non-root user's PATH.
+SBIN_DIRS = ["/usr/local/sbin", "/usr/sbin", "/sbin"]
+
+
+Probe = Callable[["Service"], bool]
+
+
+@dataclass
+class Service:
+    """One server process; `start()` spawns it and returns once `probe` says it is ready."""
+
+    name: str
+    ports: tuple[int, ...]
+    workdir: Path
+    argv: list[str]
+    probe: Probe
+    start_timeout: float = 30.0
+    stop_timeout: float = 10.0
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _log_offset: int = field(default=0, repr=False)
+
+    @property
+    def port(self) -> int:
+        return self.ports[0]
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise HarnessError(f"{self.name} is not started")
+        return self.process.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_since_start(self) -> bytes:
+        """What the process wrote to its log since the last `start()`."""
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_offset)
+            return log.read()
+
+    def start(self) -> None:
+        if self.running():
+            raise HarnessError(f"{self.name} already runs as pid {self.pid}")
+        for port in self.ports:
+            if port_accepts(port):
+                raise HarnessError(f"{self.name}: port {port} on {HOST} is already in use")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self._log_offset = log.tell()
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """SIGTERM, wait up to `stop_timeout`, then SIGKILL. Safe to call when not running."""
+        # poll() first: once a child is reaped its PID may belong to someone else.
+        if self.process is not None and self.process.poll() is None:
+            stop_process_group(self.process.pid, self.stop_timeout)
+            self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL without warning, as a crash would; `restart()` brings it back."""
+        if self.process is not None and self.process.poll() is None:
+            kill_process_group(self.process.pid)
+            self.process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def _wait_ready(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise HarnessError(
+                    f"{self.name} exited with code {self.process.returncode} while starting; "
+                    f"its log ({self.log_path}) ends:\n{self._log_tail()}"
+                )
+            if self.probe(self):
+                return
+            time.sleep(POLL_SECONDS)
+        raise HarnessError(
+            f"{self.name} not ready after {self.start_timeout:.0f} s; "
+            f"its log ({self.log_path}) ends:\n{self._log_tail()}"
+        )
+
+    def _log_tail(self, lines: int = 20) -> str:
+        text = self.log_since_start().decode(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+# --- probes ---------------------------------------------------------------------------------------
+
+
+def _exchange(port: int, request: bytes, reply_size: int, timeout: float = 1.0) -> bytes:
+    """Send `request`, return the first `reply_size` bytes of the reply (b"" on any failure)."""
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+            sock.sendall(request)
+            reply = b""
+            while len(reply) < reply_size:
+                chunk = sock.recv(reply_size - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+            return reply
+    except OSError:
+        return b""
+
+
+# MQTT 3.1.1 CONNECT with an empty client id and a clean session, then DISCONNECT.
+_MQTT_CONNECT = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00" + b"\xe0\x00"
+_MQTT_CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
+
+
+def mqtt_probe(service: Service) -> bool:
+    return _exchange(service.port, _MQTT_CONNECT, 4) == _MQTT_CONNACK_ACCEPTED
+
+
+def redis_probe(service: Service) -> bool:
+    return _exchange(service.port, b"PING\r\n", 7) == b"+PONG\r\n"
+
+
+def kafka_probe(service: Service) -> bool:
+    # The line is Kafka's own word that startup finished; the port, that clients get through.
+    return KAFKA_STARTED in service.log_since_start() and port_accepts(service.port)
+
+
+# --- Mosquitto and Redis --------------------------------------------------------------------
+
+
+def find_program(name: str, install_hint: str) -> str:
+    search_path = os.pathsep.join([os.environ.get("PATH", ""), *SBIN_DIRS])
+    program = shutil.which(name, path=search_path)
+    if program is None:
+        raise HarnessError(f"{name} not found; install it ({install_hint})")
+    return program
+
+
+def mosquitto_config(port: int) -> str:
+    """A loopback listener for anyone, tuned for a bridge to Kafka."""
+    return (
+        f"listener {port} {HOST}\n"
+        "allow_anonymous true\n"
+        # Run as root, mosquitto drops to its own user, which may not write here.
+        "persistence false\n"
+        # A bridge acknowledges QoS 1 messages only once Kafka has them: let many be in
+        # flight, and queue them for its persistent session while it restarts.
+        "max_inflight_messages 0\n"
+        "max_queued_messages 1000000\n"
+        "log_dest stderr\n"
+    )
+
+
+def start_mosquitto(port: int, workdir: Path, config: str | None = None) -> Service:
+    """Mosquitto on ``port`` with ``config`` (the whole mosquitto.conf; default
+    ``mosquitto_config(port)``), ready once it accepts an MQTT connection."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "mosquitto.conf"
+    path.write_text(mosquitto_config(port) if config is None else config)
+    program = find_program("mosquitto", "apt-get install -y mosquitto")
+    service = Service("mosquitto", (port,), workdir, [program, "-c", str(path)], mqtt_probe)
+    service.start()
+    return service
+
+
+def start_redis(port: int, workdir: Path) -> Service:
+    program = find_program("redis-server", "apt-get install -y redis-server")
+    argv = [
+        program,
+        "--port", str(port),
+        "--bind", HOST,
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(workdir),
+        "--daemonize", "no",
+    ]  # fmt: skip
+    service = Service("redis", (port,), workdir, argv, redis_probe)
+    service.start()
+    return service
+
+
+# --- Kafka ----------------------------------------------------------------------------------
+
+
+def kafka_version() -> str:
+    """The Kafka release harness/kafka/pom.xml names."""
+    namespace = {"m": "http://maven.apache.org/POM/4.0.0"}
+    version = (
+        ET.parse(KAFKA_POM).getroot().findtext("m:properties/m:kafka.version", None, namespace)
+    )
+    if not version:
+        raise HarnessError(f"no <kafka.version> property in {KAFKA_POM}")
+    return version
+
+
+def kafka_libs_dir() -> Path:
+    default_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "iotstream"
+    root = Path(os.environ.get("IOTSTREAM_KAFKA_CACHE") or default_root)
+    pom_hash = hashlib.sha256(KAFKA_POM.read_bytes()).hexdigest()[:8]
+    return root / f"kafka-{kafka_version()}-{pom_hash}" / "libs"
+
+
+def ensure_kafka_jars() -> Path:
+    """The directory of the broker's jars, fetched by Maven the first time (about 45 MB)."""
+    libs = kafka_libs_dir()
+    if libs.is_dir():
+        return libs
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    # Parallel test workers may all arrive here; one fetches, the others wait and reuse.
+    with (libs.parent / "fetch.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not libs.is_dir():
+            for interrupted in libs.parent.glob("libs-*"):
+                shutil.rmtree(interrupted)
+            _fetch_kafka_jars(libs)
+    return libs
+
+
+def _fetch_kafka_jars(libs: Path) -> None:
+    mvn = find_program("mvn", "apt-get install -y maven")
+    staging = Path(tempfile.mkdtemp(prefix="libs-", dir=libs.parent))
+    argv = [
+        mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(KAFKA_POM),
+        "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
+    ]  # fmt: skip
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        shutil.rmtree(staging)
+        raise HarnessError(f"fetching Kafka jars failed:\n{result.stdout}{result.stderr}")
+    # Renamed into place only when complete, so an interrupted fetch is never mistaken for a cache.
+    staging.rename(libs)
+
+
+def find_java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").is_file():
+        return str(Path(java_home) / "bin" / "java")
+    return find_program("java", "apt-get install -y openjdk-17-jre-headless")
+
+
+def kafka_properties(port: int, controller_port: int, data_dir: Path) -> dict[str, str]:
+    return {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{HOST}:{controller_port}",
+        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(data_dir),
+        # One broker: every internal topic has one replica.
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        # The default 50 partitions make the first consumer group on a new broker wait for 50
+        # log creations.
+        "offsets.topic.num.partitions": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        # After a crash the restarted broker cannot register until its old session expires
+        # (default 9 s); crash tests restart the broker, so expire sooner.
+        "broker.heartbeat.interval.ms": "1000",
+        "broker.session.timeout.ms": "4000",
+    }
+
+
+def _java_argv(libs: Path, main_class: str, *args: str, jvm_opts: Sequence[str] = ()) -> list[str]:
+    return [
+        find_java(),
+        *jvm_opts,
+        f"-Dlog4j2.configurationFile={KAFKA_LOG4J2}",
+        "-cp", f"{libs}/*",
+        main_class, *args,
+    ]  # fmt: skip
+
+
+def _format_kafka_storage(libs: Path, config: Path, data_dir: Path) -> None:
+    if (data_dir / "meta.properties").is_file():
+        return
+    cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+    argv = _java_argv(
+        libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)
+    )
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise HarnessError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+
+
+def start_kafka(port: int, controller_port: int, workdir: Path) -> Service:
+    """A combined broker+controller (KRaft). Data under `workdir/data` is kept across restarts."""
+    libs = ensure_kafka_jars()
+    workdir.mkdir(parents=True, exist_ok=True)
+    data_dir = workdir / "data"
+    config = workdir / "server.properties"
+    properties = kafka_properties(port, controller_port, data_dir)
+    config.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+    _format_kafka_storage(libs, config, data_dir)
+    argv = _java_argv(libs, "kafka.Kafka", str(config), jvm_opts=KAFKA_JVM_OPTS)
+    service = Service(
+        "kafka",
+        (port, controller_port),
+        workdir,
+        argv,
+        kafka_probe,
+        start_timeout=120.0,
+        stop_timeout=30.0,
+    )
+    service.start()
+    return service

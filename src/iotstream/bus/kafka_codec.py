@@ -1,0 +1,266 @@
+"""Events as Kafka records, and back.
+
+A record's value is one compact JSON object (orjson) whose ``k`` names the kind; its key
+keeps order where it matters, since Kafka orders records per key. ``RECORDS`` is the one
+table of kinds; ``kafka_record.schema.json`` beside this module publishes the same format
+as a JSON Schema for other consumers (Spark reads the topic with it):
+
+============  ==========  ====================================================================
+kind          key         value
+============  ==========  ====================================================================
+Reading       device id   ``{"k":"r","id":device_id,"ts":timestamp,"at":received_at,"f":{...}}``
+RawMessage    MQTT topic  ``{"k":"m","tp":topic,"pl":payload,"at":received_at}``
+Rejected      MQTT topic  ``{"k":"x","tp":topic,"pl":payload,"n":size,"why":reason,``
+                          ``"msg":detail,"at":received_at}``
+============  ==========  ====================================================================
+
+``ts`` and ``at`` are epoch seconds (JSON numbers), ``f`` the reading's fields as they are,
+``pl`` the payload bytes in standard base64 so that any bytes round-trip exactly. Decoding
+ignores keys it does not know, so a later writer may add some.
+
+A value that is not such a record (someone else wrote to the topic) does not stop a
+consumer: ``decode_batch`` turns it into a ``Rejected`` with reason ``undecodable_record``
+whose topic names the record's place (``kafka:<topic>-<partition>@<offset>``), so it is
+kept aside and counted like any other bad input and its offset is committed past.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+
+import orjson
+
+from ..errors import InvalidDeviceId
+from ..models import (
+    EVENT_KINDS,
+    REJECTED_PAYLOAD_KEEP,
+    Batch,
+    DeviceId,
+    Event,
+    RawMessage,
+    Reading,
+    Rejected,
+)
+
+UNDECODABLE = "undecodable_record"
+SCHEMA = "kafka_record.schema.json"
+
+KafkaRecord = tuple[bytes, bytes]
+"""``(key, value)`` of one record."""
+
+Document = dict[str, Any]
+E = TypeVar("E", bound=Event)
+
+# confluent_kafka's TIMESTAMP_NOT_AVAILABLE; Kafka itself fills the others in.
+_NO_TIMESTAMP = 0
+
+
+class UndecodableRecord(ValueError):
+    """A record value that is not an encoded event."""
+
+
+class ConsumedRecord(Protocol):
+    """What ``decode_batch`` reads of a consumed record (``confluent_kafka.Message`` has it)."""
+
+    def value(self) -> bytes | None: ...
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+def _b64(payload: bytes) -> str:
+    return base64.b64encode(payload).decode("ascii")
+
+
+def _text(document: Document, key: str) -> str:
+    value = document[key]
+    if type(value) is not str:
+        raise UndecodableRecord(f"{key!r} is not a string")
+    return value
+
+
+def _seconds(document: Document, key: str) -> float:
+    value = document[key]
+    if type(value) is not float and type(value) is not int:
+        raise UndecodableRecord(f"{key!r} is not a number")
+    return float(value)
+
+
+def _payload(document: Document) -> bytes:
+    try:
+        return base64.b64decode(_text(document, "pl"), validate=True)
+    except binascii.Error:
+        raise UndecodableRecord("'pl' is not base64") from None
+
+
+def _device_id(document: Document) -> DeviceId:
+    try:
+        return DeviceId.parse(_text(document, "id"))
+    except InvalidDeviceId as exc:
+        raise UndecodableRecord(f"'id': {exc}") from None
+
+
+# --- one entry per kind ----------------------------------------------------------------
+
+
+def _reading_value(event: Reading) -> Document:
+    return {
+        "id": event.device_id,
+        "ts": event.timestamp,
+        "at": event.received_at,
+        "f": event.fields,
+    }
+
+
+def _reading(document: Document) -> Reading:
+    fields = document["f"]
+    if type(fields) is not dict:
+        raise UndecodableRecord("'f' is not an object")
+    return Reading(_device_id(document), fields, _seconds(document, "ts"), _seconds(document, "at"))
+
+
+def _raw_value(event: RawMessage) -> Document:
+    return {"tp": event.topic, "pl": _b64(event.payload), "at": event.received_at}
+
+
+def _raw(document: Document) -> RawMessage:
+    return RawMessage(_text(document, "tp"), _payload(document), _seconds(document, "at"))
+
+
+def _rejected_value(event: Rejected) -> Document:
+    return {
+        "tp": event.topic,
+        "pl": _b64(event.payload),
+        "n": event.size,
+        "why": event.reason,
+        "msg": event.detail,
+        "at": event.received_at,
+    }
+
+
+def _rejected(document: Document) -> Rejected:
+    size = document["n"]
+    if type(size) is not int:
+        raise UndecodableRecord("'n' is not an integer")
+    return Rejected(
+        _text(document, "tp"),
+        _payload(document),
+        size,
+        _text(document, "why"),
+        _text(document, "msg"),
+        _seconds(document, "at"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RecordKind(Generic[E]):
+    """How one kind of event is a Kafka record."""
+
+    code: str
+    """The value's ``k``."""
+    type: type[E]
+    deadletter: bool
+    """Whether its records go to the dead-letter topic instead of the main one."""
+    key: Callable[[E], str]
+    value: Callable[[E], Document]
+    """The value's members other than ``k``."""
+    decode: Callable[[Document], E]
+    """The event from a value; raises ``UndecodableRecord`` or ``KeyError``."""
+
+
+RECORDS: tuple[RecordKind[Any], ...] = (
+    RecordKind("r", Reading, False, lambda e: e.device_id, _reading_value, _reading),
+    RecordKind("m", RawMessage, False, lambda e: e.topic, _raw_value, _raw),
+    RecordKind("x", Rejected, True, lambda e: e.topic, _rejected_value, _rejected),
+)
+_BY_TYPE: dict[type[Event], RecordKind[Any]] = {kind.type: kind for kind in RECORDS}
+_BY_CODE: dict[str, RecordKind[Any]] = {kind.code: kind for kind in RECORDS}
+assert set(_BY_TYPE) == set(EVENT_KINDS.values()), "every kind of event needs a Kafka record"
+
+
+class Records(NamedTuple):
+    """A batch's records for the main topic and for the dead-letter topic."""
+
+    live: list[KafkaRecord]
+    deadletter: list[KafkaRecord]
+
+
+def _encode(kind: RecordKind[Any], event: Event) -> KafkaRecord:
+    document = kind.value(event)
+    document["k"] = kind.code
+    return kind.key(event).encode(), orjson.dumps(document)
+
+
+def encode(event: Event) -> KafkaRecord:
+    return _encode(_BY_TYPE[type(event)], event)
+
+
+def encode_batch(batch: Batch) -> Records:
+    """Every event's record, split by topic; ``RECORDS`` lists kinds in ``Batch`` order."""
+    records = Records([], [])
+    for kind in RECORDS:
+        events = batch.of(kind.type)
+        if events:
+            target = records.deadletter if kind.deadletter else records.live
+            target.extend([_encode(kind, event) for event in events])
+    return records
+
+
+def decode(value: bytes | None) -> Event:
+    """The event a record value encodes; raises ``UndecodableRecord`` for anything else."""
+    if value is None:
+        raise UndecodableRecord("the record has no value")
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise UndecodableRecord(f"not JSON: {exc}") from None
+    if type(document) is not dict:
+        raise UndecodableRecord("not a JSON object")
+    try:
+        code = document["k"]
+        kind = _BY_CODE.get(code) if type(code) is str else None
+        if kind is None:
+            raise UndecodableRecord(f"unknown kind {code!r}")
+        event: Event = kind.decode(document)
+        return event
+    except KeyError as exc:
+        raise UndecodableRecord(f"no {exc.args[0]!r} key") from None
+
+
+def undecodable(record: ConsumedRecord, error: UndecodableRecord) -> Rejected:
+    """The dead letter that stands for a record ``decode`` refused."""
+    value = record.value() or b""
+    kind, millis = record.timestamp()
+    return Rejected(
+        f"kafka:{record.topic()}-{record.partition()}@{record.offset()}",
+        value[:REJECTED_PAYLOAD_KEEP],
+        len(value),
+        UNDECODABLE,
+        str(error),
+        millis / 1000 if kind != _NO_TIMESTAMP else time.time(),
+    )
+
+
+def decode_batch(records: Iterable[ConsumedRecord]) -> Batch:
+    """One batch of the events in ``records``; see the module docstring for bad records."""
+    batch = Batch()
+    add = batch.add
+    for record in records:
+        try:
+            add(decode(record.value()))
+        except UndecodableRecord as exc:
+            add(undecodable(record, exc))
+    return batch
+
+
+def schema() -> Document:
+    """The JSON Schema of a record value (``kafka_record.schema.json``)."""
+    document: Document = orjson.loads(resources.files(__package__).joinpath(SCHEMA).read_bytes())
+    return document

@@ -1,0 +1,226 @@
+"""The Kafka bus against the shared bus suite, and what only Kafka has: topics it creates,
+the dead-letter topic, acknowledgements, and records someone else wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, ConfigResource
+
+import harness
+from iotstream.bus import kafka as kafka_module
+from iotstream.bus.kafka import KafkaBus
+from iotstream.bus.kafka_codec import UNDECODABLE
+from iotstream.errors import BusError
+from iotstream.models import Batch, RawMessage, Reading, Rejected
+
+from .suite import T0, BusSuite, drain, readings, seqs
+
+pytestmark = pytest.mark.kafka
+
+PARTITIONS = 3
+
+
+def unique_topic() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+def kafka_bus(address: str, topic: str, retention_ms: int | None = None) -> KafkaBus:
+    # Groups are prefixed like the topic: the suite's group names repeat in every test.
+    return KafkaBus(
+        address,
+        topic=topic,
+        partitions=PARTITIONS,
+        retention_ms=retention_ms,
+        group_prefix=f"{topic}.",
+    )
+
+
+@pytest.fixture
+async def bus(kafka: harness.Service) -> AsyncIterator[KafkaBus]:
+    async with kafka_bus(kafka.address, unique_topic()) as started:
+        yield started
+
+
+def read_topic(address: str, topic: str, count: int, timeout: float = 10.0) -> list[Message]:
+    """Up to ``count`` records of ``topic`` from its beginning, read outside any bus."""
+    consumer = Consumer(
+        {"bootstrap.servers": address, "group.id": f"reader-{topic}", "enable.auto.commit": False}
+    )
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+        got: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count and time.monotonic() < deadline:
+            got.extend(m for m in consumer.consume(count - len(got), 0.2) if m.error() is None)
+        return got
+    finally:
+        consumer.close()
+
+
+class TestKafkaBus(BusSuite):
+    async def test_topics_are_created_with_the_requested_partitions(
+        self, kafka: harness.Service
+    ) -> None:
+        topic = unique_topic()
+        async with kafka_bus(kafka.address, topic, retention_ms=3_600_000) as started:
+            admin = AdminClient({"bootstrap.servers": kafka.address})
+            topics = admin.list_topics(timeout=10).topics
+            assert len(topics[topic].partitions) == PARTITIONS
+            assert len(topics[started.deadletter_topic].partitions) == PARTITIONS
+            assert started.deadletter_topic == f"{topic}.deadletter"
+            resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+            configs = admin.describe_configs([resource])[resource].result(timeout=10)
+            assert configs["retention.ms"].value == "3600000"
+
+    async def test_a_second_bus_keeps_the_existing_topics(
+        self, kafka: harness.Service, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        topic = unique_topic()
+        async with kafka_bus(kafka.address, topic) as first:
+            await first.publish(readings("a", range(3)))
+            second = KafkaBus(kafka.address, topic=topic, partitions=5, group_prefix=topic)
+            with caplog.at_level(logging.WARNING, logger=kafka_module.__name__):
+                async with second:
+                    consumer = await second.consumer("g")
+                    got = await drain(consumer, 3)
+                    await consumer.close()
+        assert seqs(got, "a") == [0, 1, 2]
+        assert "has 3 partitions, not the 5 configured" in caplog.text
+
+    async def test_publish_returns_once_kafka_has_every_record(self, bus: KafkaBus) -> None:
+        await bus.publish(readings("a", range(50)))
+        reader = Consumer({"bootstrap.servers": bus.bootstrap, "group.id": "watermarks"})
+        try:
+            stored = sum(
+                high - low
+                for low, high in (
+                    reader.get_watermark_offsets(TopicPartition(bus.topic, p), timeout=10)
+                    for p in range(PARTITIONS)
+                )
+            )
+        finally:
+            reader.close()
+        assert stored == 50
+
+    async def test_records_are_keyed_and_rejects_go_to_the_deadletter_topic(
+        self, bus: KafkaBus
+    ) -> None:
+        reading = Reading("robot-7", {"x": 1.0, "y": 2.0}, T0, T0)
+        raw = RawMessage("test/hello", b"hi", T0)
+        rejected = Rejected("sensors/r/coordinates", b"{", 1, "invalid_json", "not JSON", T0)
+        await bus.publish(Batch(readings=[reading], raw=[raw], rejected=[rejected]))
+        main = await asyncio.to_thread(read_topic, bus.bootstrap, bus.topic, 2)
+        dead = await asyncio.to_thread(read_topic, bus.bootstrap, bus.deadletter_topic, 1)
+        assert sorted(m.key() or b"" for m in main) == [b"robot-7", b"test/hello"]
+        assert [m.key() for m in dead] == [b"sensors/r/coordinates"]
+
+    async def test_a_record_someone_else_wrote_becomes_a_dead_letter(self, bus: KafkaBus) -> None:
+        producer = Producer({"bootstrap.servers": bus.bootstrap})
+        producer.produce(bus.topic, b"\x00 not an event", b"foreign")
+        assert producer.flush(10) == 0
+        await bus.publish(readings("a", range(3)))
+        consumer = await bus.consumer("g")
+        got = await drain(consumer, 4)
+        await consumer.commit()
+        await consumer.close()
+        assert seqs(got, "a") == [0, 1, 2]
+        [letter] = got.rejected
+        assert letter.reason == UNDECODABLE
+        assert letter.payload == b"\x00 not an event"
+        assert letter.size == len(b"\x00 not an event")
+        assert letter.topic.startswith(f"kafka:{bus.topic}-")
+        assert "not JSON" in letter.detail
+        assert abs(letter.received_at - time.time()) < 60
+        assert bus.undecodable == 1
+        assert "1 undecodable records" in bus.health().detail
+        # Committed past it: the group does not meet the record again.
+        await bus.publish(readings("a", range(3, 4)))
+        again = await bus.consumer("g")
+        later = await drain(again, 1)
+        extra = await again.poll(100, timeout=0.5)
+        await again.close()
+        assert seqs(later, "a") == [3]
+        assert not later.rejected
+        assert len(extra) == 0
+
+    async def test_poll_returns_as_soon_as_records_arrive(self, bus: KafkaBus) -> None:
+        await bus.publish(readings("a", range(1)))
+        consumer = await bus.consumer("g")
+        assert len(await drain(consumer, 1)) == 1  # joined and assigned
+        waiting = asyncio.create_task(consumer.poll(10_000, timeout=20.0))
+        started = time.monotonic()
+        await bus.publish(readings("a", range(1, 4)))
+        batch = await waiting
+        await consumer.close()
+        assert seqs(batch, "a")  # what arrived first, without waiting for 10 000 records
+        assert time.monotonic() - started < 5.0
+
+    async def test_closing_right_after_a_cancelled_poll_is_safe(self, bus: KafkaBus) -> None:
+        consumer = await bus.consumer("g")
+        polling = asyncio.create_task(consumer.poll(100, timeout=0.5))
+        await asyncio.sleep(0)  # let the poll start in its thread
+        polling.cancel()
+        await consumer.close()
+        with pytest.raises(BusError):
+            await consumer.poll(100, timeout=0.1)
+
+    async def test_a_batch_larger_than_the_producer_queue_is_delivered(
+        self, kafka: harness.Service, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(kafka_module.PRODUCER_CONFIG, "queue.buffering.max.messages", 50)
+        async with kafka_bus(kafka.address, unique_topic()) as small:
+            await small.publish(readings("a", range(500)))
+            consumer = await small.consumer("g")
+            got = await drain(consumer, 500)
+            await consumer.close()
+        assert seqs(got, "a") == list(range(500))
+
+    async def test_health_is_down_unless_started(self, kafka: harness.Service) -> None:
+        bus = kafka_bus(kafka.address, unique_topic())
+        assert not bus.health().ok
+        async with bus:
+            assert bus.health().ok
+        assert not bus.health().ok
+        with pytest.raises(BusError):
+            await bus.publish(readings("a", range(1)))
+
+    async def test_health_follows_the_producer_callbacks(self, bus: KafkaBus) -> None:
+        # librdkafka's own signals, fed as it would; a real outage takes too long to detect.
+        bus._on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+        assert not bus.health().ok
+        assert "1/1 brokers are down" in bus.health().detail
+        bus._on_stats(orjson.dumps({"brokers": {"b/1": {"state": "TRY_CONNECT"}}}).decode())
+        assert not bus.health().ok
+        bus._on_stats(orjson.dumps({"brokers": {"b/1": {"state": "UP"}}}).decode())
+        assert bus.health().ok
+        bus._on_error(KafkaError(KafkaError._FATAL, "fenced", fatal=True))
+        assert not bus.health().ok
+        with pytest.raises(BusError, match="fenced"):
+            await bus.publish(readings("a", range(1)))
+
+    async def test_an_event_that_cannot_be_encoded_is_a_bus_error(self, bus: KafkaBus) -> None:
+        with pytest.raises(BusError, match="cannot be encoded"):
+            await bus.publish(Batch(readings=[Reading("a", {"x": object()}, T0, T0)]))
+
+    async def test_start_fails_with_a_bus_error_when_kafka_is_unreachable(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(kafka_module, "ADMIN_TIMEOUT", 0.5)
+        bus = kafka_bus(f"127.0.0.1:{harness.free_port()}", unique_topic())
+        with pytest.raises(BusError, match="did not answer"):
+            await bus.start()

@@ -1,0 +1,226 @@
+"""The Kafka record format: every event round-trips, and no value crashes the decoder."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from iotstream.bus.kafka_codec import (
+    RECORDS,
+    UNDECODABLE,
+    UndecodableRecord,
+    decode,
+    decode_batch,
+    encode,
+    encode_batch,
+    schema,
+)
+from iotstream.models import (
+    EVENT_KINDS,
+    MAX_DEVICE_ID,
+    REJECTED_PAYLOAD_KEEP,
+    Batch,
+    DeviceId,
+    RawMessage,
+    Reading,
+    Rejected,
+)
+
+T0 = 1_800_000_000.0
+
+
+@dataclass
+class Record:
+    """A consumed record as ``decode_batch`` sees it."""
+
+    data: bytes | None
+    place: tuple[str, int, int] = ("mqtt-messages", 2, 41)
+    millis: int = 1_800_000_000_250
+    timestamp_type: int = 1  # create time
+
+    def value(self) -> bytes | None:
+        return self.data
+
+    def topic(self) -> str:
+        return self.place[0]
+
+    def partition(self) -> int:
+        return self.place[1]
+
+    def offset(self) -> int:
+        return self.place[2]
+
+    def timestamp(self) -> tuple[int, int]:
+        return self.timestamp_type, self.millis
+
+
+times = st.floats(min_value=0, max_value=1e11, allow_nan=False)
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+device_ids = st.text(
+    st.characters(blacklist_characters="+#/\x7f", blacklist_categories=("Cc", "Cs")),
+    min_size=1,
+    max_size=MAX_DEVICE_ID,
+).map(DeviceId.parse)
+reading_events = st.builds(
+    Reading, device_ids, st.dictionaries(st.text(), json_values), times, times
+)
+raw_events = st.builds(RawMessage, st.text(), st.binary(), times)
+rejected_events = st.builds(
+    Rejected,
+    st.text(),
+    st.binary(max_size=REJECTED_PAYLOAD_KEEP),
+    st.integers(min_value=0, max_value=2**31),
+    st.text(),
+    st.text(),
+    times,
+)
+events = reading_events | raw_events | rejected_events
+
+
+@given(events)
+def test_every_event_round_trips(event: Reading | RawMessage | Rejected) -> None:
+    key, value = encode(event)
+    assert decode(value) == event
+    expected_key = event.device_id if isinstance(event, Reading) else event.topic
+    assert key == expected_key.encode()
+
+
+@given(st.lists(events, max_size=20))
+def test_a_batch_round_trips_in_events_order(items: list[Reading | RawMessage | Rejected]) -> None:
+    batch = Batch.from_events(items)
+    records = encode_batch(batch)
+    assert [decode(value) for _, value in records.live] == [*batch.readings, *batch.raw]
+    assert [decode(value) for _, value in records.deadletter] == batch.rejected
+    both = [*records.live, *records.deadletter]
+    assert decode_batch(Record(value) for _, value in both) == batch
+
+
+VALIDATOR = Draft202012Validator(schema())
+
+
+@given(events)
+def test_every_record_matches_the_published_schema(event: Reading | RawMessage | Rejected) -> None:
+    _, value = encode(event)
+    VALIDATOR.validate(orjson.loads(value))
+
+
+def test_the_schema_and_the_record_table_cover_every_kind_of_event() -> None:
+    Draft202012Validator.check_schema(schema())
+    assert {kind.type for kind in RECORDS} == set(EVENT_KINDS.values())
+    codes = {
+        definition["properties"]["k"]["const"]
+        for definition in schema()["$defs"].values()
+        if "properties" in definition
+    }
+    assert codes == {kind.code for kind in RECORDS}
+    assert len(schema()["oneOf"]) == len(RECORDS)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"k": "r", "id": "a/b", "ts": 1, "at": 1, "f": {}},
+        {"k": "r", "id": "", "ts": 1, "at": 1, "f": {}},
+        {"k": "r", "id": "a", "ts": 1, "at": 1, "f": []},
+        {"k": "m", "tp": "t", "at": 1},
+        {"k": "x", "tp": "t", "pl": "", "n": -1, "why": "", "msg": "", "at": 1},
+    ],
+)
+def test_the_schema_refuses_what_is_not_a_record(value: dict[str, Any]) -> None:
+    assert not VALIDATOR.is_valid(value)
+
+
+def test_the_envelope_is_compact_json() -> None:
+    _, value = encode(Reading("robot1", {"x": 1.5, "y": -2.0}, T0, T0 + 0.5))
+    assert orjson.loads(value) == {
+        "k": "r",
+        "id": "robot1",
+        "ts": T0,
+        "at": T0 + 0.5,
+        "f": {"x": 1.5, "y": -2.0},
+    }
+    _, value = encode(RawMessage("test/hello", b"\xff\x00", T0))
+    assert orjson.loads(value) == {"k": "m", "tp": "test/hello", "pl": "/wA=", "at": T0}
+
+
+def test_unknown_keys_are_ignored_and_integer_times_accepted() -> None:
+    value = orjson.dumps({"k": "r", "id": "r1", "ts": 5, "at": 6, "f": {}, "later": 1})
+    assert decode(value) == Reading("r1", {}, 5.0, 6.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        (None, "no value"),
+        (b"", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"x": 1}', "no 'k' key"),
+        (b'{"k": "z"}', "unknown kind 'z'"),
+        (b'{"k": "r", "id": "a", "ts": 1, "at": 1}', "no 'f' key"),
+        (b'{"k": "r", "id": 7, "ts": 1, "at": 1, "f": {}}', "'id' is not a string"),
+        (b'{"k": "r", "id": "a/b", "ts": 1, "at": 1, "f": {}}', "'id': device id contains"),
+        (b'{"k": "r", "id": "a", "ts": "1", "at": 1, "f": {}}', "'ts' is not a number"),
+        (b'{"k": "r", "id": "a", "ts": true, "at": 1, "f": {}}', "'ts' is not a number"),
+        (b'{"k": "r", "id": "a", "ts": 1, "at": 1, "f": []}', "'f' is not an object"),
+        (b'{"k": "m", "tp": "t", "pl": "not base64!", "at": 1}', "'pl' is not base64"),
+        (b'{"k": "x", "tp": "t", "pl": "", "n": 1.5, "why": "", "msg": "", "at": 1}', "'n'"),
+    ],
+)
+def test_what_is_not_an_event_is_refused_with_the_reason(value: bytes | None, detail: str) -> None:
+    with pytest.raises(UndecodableRecord, match=detail):
+        decode(value)
+
+
+@given(st.binary() | json_values.map(orjson.dumps))
+def test_decoding_anything_raises_nothing_but_undecodable_record(value: Any) -> None:
+    with contextlib.suppress(UndecodableRecord):
+        decode(value)
+
+
+def test_an_undecodable_record_becomes_a_dead_letter_naming_its_place() -> None:
+    good = Reading("a", {"x": 1.0}, T0, T0)
+    garbage = b"#" * (REJECTED_PAYLOAD_KEEP + 10)
+    batch = decode_batch([Record(encode(good)[1]), Record(garbage)])
+    assert batch.readings == [good]
+    assert batch.rejected == [
+        Rejected(
+            "kafka:mqtt-messages-2@41",
+            garbage[:REJECTED_PAYLOAD_KEEP],
+            len(garbage),
+            UNDECODABLE,
+            batch.rejected[0].detail,
+            1_800_000_000.25,
+        )
+    ]
+    assert batch.rejected[0].detail.startswith("not JSON")
+
+
+def test_a_record_without_timestamp_is_dated_now() -> None:
+    [letter] = decode_batch([Record(b"?", timestamp_type=0, millis=-1)]).rejected
+    assert abs(letter.received_at - time.time()) < 60
+
+
+def test_payloads_are_standard_base64() -> None:
+    payload = bytes(range(256))
+    _, value = encode(RawMessage("t", payload, T0))
+    assert base64.b64decode(orjson.loads(value)["pl"]) == payload
