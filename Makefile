@@ -33,7 +33,7 @@ system-packages:
 	scripts/system-packages.sh mosquitto:mosquitto mosquitto-clients:mosquitto_pub \
 		redis-server:redis-server maven:mvn openjdk-17-jre-headless:java chromium:chromium
 
-## services: Mosquitto, Redis and Kafka (KRaft, jars from Maven Central) on loopback, for development
+## services: Mosquitto, Redis, Kafka (KRaft) and s3proxy on loopback (jars from Maven Central)
 services: system-packages
 	$(PYTHON) -m harness up
 

@@ -2,11 +2,24 @@
 ``make services`` (``python -m harness up|status|down``). Standard library only.
 
 Modules: ``processes`` (free loopback ports, stopping a child or a
-process group by PID, /proc look-ups), ``engines`` (Mosquitto, Redis and Kafka as ready
+process group by PID, /proc look-ups), ``engines`` (Mosquitto, Redis, Kafka and s3proxy as ready
 ``Service`` objects), ``cli`` (``python -m harness``), ``errors`` (``HarnessError``).
 """
 
-from .engines import Service, find_java, find_program, start_kafka, start_mosquitto, start_redis
+from .engines import (
+    S3_ACCESS_KEY,
+    S3_REGION,
+    S3_SECRET_KEY,
+    Service,
+    find_java,
+    find_program,
+    s3_bucket,
+    s3_endpoint,
+    start_kafka,
+    start_mosquitto,
+    start_redis,
+    start_s3,
+)
 from .errors import HarnessError
 from .processes import (
     HOST,
@@ -21,6 +34,9 @@ from .processes import (
 
 __all__ = [
     "HOST",
+    "S3_ACCESS_KEY",
+    "S3_REGION",
+    "S3_SECRET_KEY",
     "HarnessError",
     "Service",
     "children",
@@ -30,9 +46,12 @@ __all__ = [
     "free_port",
     "free_ports",
     "port_accepts",
+    "s3_bucket",
+    "s3_endpoint",
     "start_kafka",
     "start_mosquitto",
     "start_redis",
+    "start_s3",
     "stop_process",
     "stop_process_group",
 ]

@@ -1,8 +1,9 @@
-"""``python -m harness``: Mosquitto, Redis and Kafka left running on loopback for development.
+"""``python -m harness``: Mosquitto, Redis, Kafka and an S3 server (s3proxy) left running on
+loopback for development.
 
 From the repository root (``make services`` / ``make services-down``)::
 
-    python -m harness up [mosquitto|redis|kafka ...]   # start, return once each is ready
+    python -m harness up [mosquitto|redis|kafka|s3 ...]   # start, return once each is ready
     python -m harness status                          # exit 1 unless all run
     python -m harness down                            # stop what `up` started
 
@@ -15,6 +16,8 @@ Environment:
     IOTSTREAM_REDIS_PORT             6379
     IOTSTREAM_KAFKA_PORT             9092
     IOTSTREAM_KAFKA_CONTROLLER_PORT  Kafka port + 1
+    IOTSTREAM_S3_PORT                9000 (s3proxy; key iotstream / iotstream-secret,
+                                     buckets are directories of <services dir>/s3/data)
     IOTSTREAM_SERVICES_DIR           <repo>/.services: one sub-directory per service with its
                                      config, data, `<name>.log` and `service.json` (PID record)
     IOTSTREAM_KAFKA_CACHE            where Kafka's jars are kept (see ``harness.engines``)
@@ -38,12 +41,13 @@ from .engines import (
     start_kafka,
     start_mosquitto,
     start_redis,
+    start_s3,
 )
 from .errors import HarnessError
 from .processes import HOST, port_accepts, process_stat, stop_process_group
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SERVICE_NAMES = ("mosquitto", "redis", "kafka")
+SERVICE_NAMES = ("mosquitto", "redis", "kafka", "s3")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -98,6 +102,8 @@ def _start(name: str) -> Service:
         return start_mosquitto(_env_int("IOTSTREAM_MQTT_PORT", 3123), workdir)
     if name == "redis":
         return start_redis(_env_int("IOTSTREAM_REDIS_PORT", 6379), workdir)
+    if name == "s3":
+        return start_s3(_env_int("IOTSTREAM_S3_PORT", 9000), workdir)
     kafka_port = _env_int("IOTSTREAM_KAFKA_PORT", 9092)
     controller_port = _env_int("IOTSTREAM_KAFKA_CONTROLLER_PORT", kafka_port + 1)
     return start_kafka(kafka_port, controller_port, workdir)
@@ -161,7 +167,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m harness",
-        description="Mosquitto, Redis and Kafka on 127.0.0.1 for development, without Docker.",
+        description="Mosquitto, Redis, Kafka and s3proxy on 127.0.0.1 for development, "
+        "without Docker.",
     )
     parser.add_argument("command", choices=COMMANDS)
     parser.add_argument(

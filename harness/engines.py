@@ -1,5 +1,5 @@
-"""Mosquitto, Redis and a single-node Kafka on 127.0.0.1, started for tests, the bench and
-``python -m harness up`` (``make services``) alike, without Docker::
+"""Mosquitto, Redis, a single-node Kafka and an S3 server on 127.0.0.1, started for tests, the
+bench and ``python -m harness up`` (``make services``) alike, without Docker::
 
     port, controller_port = free_ports(2)
     with start_kafka(port, controller_port, tmp_path / "kafka") as kafka:
@@ -14,6 +14,11 @@ Kafka's jars go to ``kafka-<version>-<pom hash>/libs`` under ``IOTSTREAM_KAFKA_C
 ``${XDG_CACHE_HOME:-~/.cache}/iotstream``), fetched once by Maven from ``harness/kafka/pom.xml``.
 The cache lives outside any state dir so that wiping the state does not refetch, and it is keyed
 by the pom's hash so that editing the pom does.
+
+The S3 server is s3proxy (a real S3 API over a local directory, from Maven Central with
+``harness/s3/pom.xml``, cached like Kafka's jars under ``s3proxy-<version>-<pom hash>/libs``);
+clients sign with ``S3_ACCESS_KEY`` / ``S3_SECRET_KEY``, and a bucket is a directory of its
+data dir (``Service.workdir / "data"``), so ``s3_bucket`` makes one without a client.
 
 Needs ``mosquitto`` and ``redis-server`` (Debian: apt-get install -y mosquitto redis-server), and
 for Kafka ``java`` 17+ (or $JAVA_HOME/bin/java) and ``mvn``. Linux only: liveness is read from
@@ -267,27 +272,25 @@ def start_redis(port: int, workdir: Path) -> Service:
 # --- Kafka ----------------------------------------------------------------------------------
 
 
-def kafka_version() -> str:
-    """The Kafka release harness/kafka/pom.xml names."""
+def pom_version(pom: Path, prop: str) -> str:
+    """The release a pom's ``<prop>`` property names (the version of what it fetches)."""
     namespace = {"m": "http://maven.apache.org/POM/4.0.0"}
-    version = (
-        ET.parse(KAFKA_POM).getroot().findtext("m:properties/m:kafka.version", None, namespace)
-    )
+    version = ET.parse(pom).getroot().findtext(f"m:properties/m:{prop}", None, namespace)
     if not version:
-        raise HarnessError(f"no <kafka.version> property in {KAFKA_POM}")
+        raise HarnessError(f"no <{prop}> property in {pom}")
     return version
 
 
-def kafka_libs_dir() -> Path:
+def jars_dir(pom: Path, name: str, version: str) -> Path:
+    """Where the jars of ``pom`` are cached: keyed by its hash, so editing the pom refetches."""
     default_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "iotstream"
     root = Path(os.environ.get("IOTSTREAM_KAFKA_CACHE") or default_root)
-    pom_hash = hashlib.sha256(KAFKA_POM.read_bytes()).hexdigest()[:8]
-    return root / f"kafka-{kafka_version()}-{pom_hash}" / "libs"
+    pom_hash = hashlib.sha256(pom.read_bytes()).hexdigest()[:8]
+    return root / f"{name}-{version}-{pom_hash}" / "libs"
 
 
-def ensure_kafka_jars() -> Path:
-    """The directory of the broker's jars, fetched by Maven the first time (about 45 MB)."""
-    libs = kafka_libs_dir()
+def ensure_jars(pom: Path, libs: Path, what: str) -> Path:
+    """``libs``, holding the runtime jars of ``pom``, fetched by Maven the first time."""
     if libs.is_dir():
         return libs
     libs.parent.mkdir(parents=True, exist_ok=True)
@@ -297,23 +300,37 @@ def ensure_kafka_jars() -> Path:
         if not libs.is_dir():
             for interrupted in libs.parent.glob("libs-*"):
                 shutil.rmtree(interrupted)
-            _fetch_kafka_jars(libs)
+            _fetch_jars(pom, libs, what)
     return libs
 
 
-def _fetch_kafka_jars(libs: Path) -> None:
+def _fetch_jars(pom: Path, libs: Path, what: str) -> None:
     mvn = find_program("mvn", "apt-get install -y maven")
     staging = Path(tempfile.mkdtemp(prefix="libs-", dir=libs.parent))
     argv = [
-        mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(KAFKA_POM),
+        mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(pom),
         "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
     ]  # fmt: skip
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         shutil.rmtree(staging)
-        raise HarnessError(f"fetching Kafka jars failed:\n{result.stdout}{result.stderr}")
+        raise HarnessError(f"fetching {what} jars failed:\n{result.stdout}{result.stderr}")
     # Renamed into place only when complete, so an interrupted fetch is never mistaken for a cache.
     staging.rename(libs)
+
+
+def kafka_version() -> str:
+    """The Kafka release harness/kafka/pom.xml names."""
+    return pom_version(KAFKA_POM, "kafka.version")
+
+
+def kafka_libs_dir() -> Path:
+    return jars_dir(KAFKA_POM, "kafka", kafka_version())
+
+
+def ensure_kafka_jars() -> Path:
+    """The directory of the broker's jars, fetched by Maven the first time (about 45 MB)."""
+    return ensure_jars(KAFKA_POM, kafka_libs_dir(), "Kafka")
 
 
 def find_java() -> str:
@@ -392,5 +409,71 @@ def start_kafka(port: int, controller_port: int, workdir: Path) -> Service:
         start_timeout=120.0,
         stop_timeout=30.0,
     )
+    service.start()
+    return service
+
+
+# --- S3 (s3proxy) ---------------------------------------------------------------------------
+
+S3_BUILD_DIR = Path(__file__).resolve().parent / "s3"
+S3_POM = S3_BUILD_DIR / "pom.xml"
+S3_LOGBACK = S3_BUILD_DIR / "logback.xml"
+S3_ACCESS_KEY = "iotstream"
+S3_SECRET_KEY = "iotstream-secret"
+S3_REGION = "us-east-1"
+S3_JVM_OPTS = ("-Xms64m", "-Xmx384m", "-XX:+UseSerialGC", "-Djava.awt.headless=true")
+
+
+def s3proxy_version() -> str:
+    """The s3proxy release harness/s3/pom.xml names."""
+    return pom_version(S3_POM, "s3proxy.version")
+
+
+def s3_libs_dir() -> Path:
+    return jars_dir(S3_POM, "s3proxy", s3proxy_version())
+
+
+def ensure_s3_jars() -> Path:
+    """The directory of s3proxy's jars, fetched by Maven the first time (about 60 MB)."""
+    return ensure_jars(S3_POM, s3_libs_dir(), "s3proxy")
+
+
+def s3_probe(service: Service) -> bool:
+    # Any HTTP answer (an anonymous request gets 403) means the S3 API is up.
+    return _exchange(service.port, b"HEAD / HTTP/1.0\r\n\r\n", 12).startswith(b"HTTP/1.")
+
+
+def s3_endpoint(service: Service) -> str:
+    return f"http://{service.address}"
+
+
+def s3_bucket(service: Service, bucket: str) -> None:
+    """Create ``bucket`` (s3proxy's filesystem store keeps a bucket as a directory)."""
+    (service.workdir / "data" / bucket).mkdir(parents=True, exist_ok=True)
+
+
+def start_s3(port: int, workdir: Path) -> Service:
+    """s3proxy on ``port``, storing buckets under ``workdir/data``, signed with the fixed
+    ``S3_ACCESS_KEY`` / ``S3_SECRET_KEY`` (AWS signature v2 or v4)."""
+    libs = ensure_s3_jars()
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "data").mkdir(exist_ok=True)
+    config = workdir / "s3proxy.properties"
+    properties = {
+        "s3proxy.endpoint": f"http://{HOST}:{port}",
+        "s3proxy.authorization": "aws-v2-or-v4",
+        "s3proxy.identity": S3_ACCESS_KEY,
+        "s3proxy.credential": S3_SECRET_KEY,
+        "jclouds.provider": "filesystem",
+        "jclouds.filesystem.basedir": str(workdir / "data"),
+    }
+    config.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+    argv = [
+        find_java(), *S3_JVM_OPTS,
+        f"-Dlogback.configurationFile={S3_LOGBACK}",
+        "-cp", f"{libs}/*",
+        "org.gaul.s3proxy.Main", "--properties", str(config),
+    ]  # fmt: skip
+    service = Service("s3proxy", (port,), workdir, argv, s3_probe, start_timeout=60.0)
     service.start()
     return service

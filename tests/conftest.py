@@ -218,6 +218,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.S
     )
 
 
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Service]:
+    """A real S3 API server (s3proxy over a directory, jars from Maven Central) on a free
+    loopback port, for the whole session; tests make a bucket or a prefix of their own."""
+    require("java")
+    require("mvn")
+    yield from _started(
+        lambda: harness.start_s3(harness.free_port(), tmp_path_factory.mktemp("s3"))
+    )
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One embedded server (with Mosquitto) shared by a test module."""

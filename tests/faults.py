@@ -1,10 +1,12 @@
-"""A store and a bus that fail on demand, built on the embedded backends.
+"""A store, a bus and a lake that fail on demand, built on the real backends.
 
 ``store.before_write.fail_next(2)`` makes the next two ``apply`` calls raise
 ``StoreError`` without writing; ``store.after_write.fail_next()`` makes the next call
 write and then raise, as when Redis ran the script but its reply was lost. The bus's
 ``publish``, and its consumers' ``poll`` and ``commit``, fail the same way with
-``BusError``. ``fail_next()`` without a count fails until ``heal()``.
+``BusError``. The lake's ``append`` fails the same way with ``LakeError`` (``before_write``:
+nothing written; ``after_write``: every table written, then the error). ``fail_next()``
+without a count fails until ``heal()``.
 
 Stages recover from faults in their own time: tests ``wait_until`` a condition holds.
 """
@@ -13,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from iotstream.bus import Consumer, MemoryBus
+from iotstream.bus import Consumer, MemoryBus, Placement
 from iotstream.bus.memory import MemoryConsumer
 from iotstream.errors import BusError, IotstreamError, StoreError
+from iotstream.lake import LakeError
+from iotstream.lake.delta import DeltaLake
 from iotstream.models import Batch, Changes
 from iotstream.store import MemoryStore
 
@@ -75,8 +79,8 @@ class FlakyStore(MemoryStore):
 
 
 class FlakyBus(MemoryBus):
-    def __init__(self, retention_events: int = 1_000_000) -> None:
-        super().__init__(retention_events)
+    def __init__(self, max_events: int = 1_000_000) -> None:
+        super().__init__(max_events)
         self.publish_fault = Fault(BusError, "bus publish")
         # Shared by every consumer of this bus, so a test reaches the ones a stage made.
         self.poll_fault = Fault(BusError, "bus poll")
@@ -88,13 +92,13 @@ class FlakyBus(MemoryBus):
         self.publish_fault.trip()
         await super().publish(batch)
 
-    async def consumer(self, group: str) -> Consumer:
-        return FlakyConsumer(self, group)
+    async def consumer(self, group: str, placement: Placement | None = None) -> Consumer:
+        return FlakyConsumer(self, group, placement)
 
 
 class FlakyConsumer(MemoryConsumer):
-    def __init__(self, bus: FlakyBus, group: str) -> None:
-        super().__init__(bus, group)
+    def __init__(self, bus: FlakyBus, group: str, placement: Placement | None = None) -> None:
+        super().__init__(bus, group, placement)
         self._flaky = bus
 
     async def poll(self, max_events: int = 10_000, timeout: float = 1.0) -> Batch:
@@ -105,3 +109,30 @@ class FlakyConsumer(MemoryConsumer):
         self._flaky.commit_fault.trip()
         await super().commit()
         self._flaky.commits += 1
+
+
+class FlakyLake(DeltaLake):
+    """A local Delta lake whose appends fail on demand; counts what it did."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.before_write = Fault(LakeError, "lake append")
+        self.after_write = Fault(LakeError, "lake reply")
+        self.appends = 0
+        """Calls of ``append`` that wrote, whether their reply came back or not."""
+        self.compactions = 0
+        self.expiries: list[float] = []
+
+    async def append(self, batch: Batch, transactions: Mapping[str, int] | None = None) -> None:
+        self.before_write.trip()
+        await super().append(batch, transactions)
+        self.appends += 1
+        self.after_write.trip()
+
+    async def compact(self) -> None:
+        await super().compact()
+        self.compactions += 1
+
+    async def expire(self, before: float) -> None:
+        await super().expire(before)
+        self.expiries.append(before)

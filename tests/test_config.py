@@ -47,6 +47,10 @@ KNOWN_NAMES = {
     "simulate": ("simulator", "robots"),
     "simulate_rate": ("simulator", "rate"),
     "metrics_port": ("metrics", "port"),
+    "lake": ("lake", "enabled"),
+    "lake_url": ("lake", "url"),
+    "lake_retention": ("lake", "retention_days"),
+    "lake_compact_interval": ("lake", "compact_interval"),
     "data_dir": ("data_dir",),
     "log_level": ("log_level",),
 }
@@ -184,7 +188,7 @@ def test_help_explains_every_option(command: str, capsys: pytest.CaptureFixture[
 @pytest.mark.parametrize(
     ("command", "health"),
     [("run", "the --http-port listener"), ("api", "the --http-port listener"),
-     ("bridge", "9081"), ("processor", "9082")],
+     ("bridge", "9081"), ("processor", "9082"), ("archiver", "9083")],
 )  # fmt: skip
 def test_each_role_has_a_health_port_of_its_own(
     command: str, health: str, capsys: pytest.CaptureFixture[str]
@@ -202,6 +206,7 @@ def test_each_role_has_a_health_port_of_its_own(
         ("bridge", [], "--kafka-bootstrap, --mqtt-url"),
         ("processor", ["--kafka-bootstrap", "127.0.0.1:1"], "--redis-url"),
         ("api", ["--redis-url", "redis://127.0.0.1:1/0"], "--mqtt-url"),
+        ("archiver", [], "--kafka-bootstrap"),
     ],
 )
 def test_a_lone_role_names_the_engines_it_needs(role: str, flags: list[str], missing: str) -> None:

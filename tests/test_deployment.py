@@ -13,7 +13,7 @@ import yaml
 from iotstream.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
-ROLES = {"bridge", "processor", "api1", "api2"}
+ROLES = {"bridge", "processor", "archiver", "api1", "api2"}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_iotstream_commands_exist_in_the_cli(compose: dict[str, Any], service: s
     assert args.command == service.rstrip("12")
     if args.command in ("bridge", "api"):
         assert args.mqtt_url.startswith("mqtt://") and "@mosquitto:3123" in args.mqtt_url
-    if args.command in ("bridge", "processor"):
+    if args.command in ("bridge", "processor", "archiver"):
         assert args.kafka_bootstrap == "kafka:9092"
     if args.command in ("processor", "api"):
         assert args.redis_url == "redis://redis:6379/0"

@@ -1,5 +1,5 @@
 """The distributed mode on real engines: Mosquitto -> bridge -> Kafka -> processor -> Redis ->
-two api instances, each role its own ``iotstream`` process."""
+two api instances, and Kafka -> archiver -> the lake, each role its own ``iotstream`` process."""
 
 from __future__ import annotations
 
@@ -56,7 +56,13 @@ class Stack:
         ]
         redis = ["--redis-url", self.redis, "--redis-prefix", self.topic]
         mqtt = ["--mqtt-url", f"mqtt://127.0.0.1:{self.mqtt_port}"]
-        engines = {"bridge": mqtt + kafka, "processor": kafka + redis, "api": redis + mqtt}[role]
+        lake = ["--lake-url", str(self.tmp / "lake")]
+        engines = {
+            "bridge": mqtt + kafka,
+            "processor": kafka + redis,
+            "api": redis + mqtt + lake,
+            "archiver": kafka + lake,
+        }[role]
         return [*engines, "--data-dir", str(self.tmp / "data"), "--log-level", "info"]
 
     def start(self, name: str, role: str, *extra: str) -> None:
@@ -116,9 +122,10 @@ def stack(tmp_path: Path, kafka: harness.Service, redis_server: harness.Service)
         try:
             stack.start_bridge()
             stack.start("processor", "processor")
+            stack.start("archiver", "archiver")
             stack.start_api("api1")
             stack.start_api("api2")
-            for name in ("bridge", "processor"):
+            for name in ("bridge", "processor", "archiver"):
                 stack.wait_healthy(name)
             yield stack
         finally:
@@ -131,7 +138,8 @@ def test_every_role_answers_health_on_a_port_of_its_own(stack: Stack) -> None:
     expected = {
         "bridge": {"broker", "bus", "ingest"},
         "processor": {"bus", "store", "processor"},
-        "api1": {"broker", "store", "hub", "commands"},
+        "api1": {"broker", "store", "hub", "commands", "lake"},
+        "archiver": {"bus", "lake", "archiver"},
     }
     for name, components in expected.items():
         response = stack.health(name)
@@ -139,7 +147,7 @@ def test_every_role_answers_health_on_a_port_of_its_own(stack: Stack) -> None:
         body = response.json()
         assert body["status"] == "UP"
         assert set(body["components"]) == components, body
-    for name in ("bridge", "processor"):
+    for name in ("bridge", "processor", "archiver"):
         # Health only: the API and its docs are the api's.
         assert httpx.get(stack.http[name] + "/api/stats").status_code == 404
         assert f"Health     {stack.http[name]}/api/health" in stack.log(name)

@@ -221,6 +221,28 @@ class MetricsSettings(Group):
     )
 
 
+class LakeSettings(Group):
+    title = "History (Delta Lake)"
+
+    enabled: Annotated[bool, Flat("lake")] = Field(
+        default=True,
+        description="keep every event in Delta Lake tables for the history API; off disables it",
+    )
+    url: str | None = Field(
+        default=None,
+        description="where the Delta tables live: a directory (default: <data-dir>/lake) or "
+        "s3://bucket/prefix, with credentials and endpoint from the AWS_* environment variables",
+    )
+    retention_days: Annotated[float, Flat("lake_retention")] = Field(
+        default=30, gt=0, description="days of history kept; older date partitions are deleted"
+    )
+    compact_interval: float = Field(
+        default=300,
+        gt=0,
+        description="seconds between background compactions of the lake's small files",
+    )
+
+
 class Settings(BaseModel):
     """Every setting of iotstream. Field descriptions are the ``--help`` text."""
 
@@ -234,6 +256,7 @@ class Settings(BaseModel):
     state: StateSettings = Field(default_factory=StateSettings)
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    lake: LakeSettings = Field(default_factory=LakeSettings)
 
     data_dir: Path = Field(
         default=Path("data"), description="directory for everything the server writes"
@@ -374,7 +397,9 @@ def _file_layer(path: Path) -> _Layer:
 
     for key, value in document.items():
         if isinstance(value, dict):
-            if key not in Settings.model_fields or key in OPTIONS:
+            # ``lake`` is both a group and the flat name of ``lake.enabled``: a table is the group.
+            group = Settings.model_fields[key].annotation if key in Settings.model_fields else None
+            if not (isinstance(group, type) and issubclass(group, Group)):
                 raise ConfigError(f"unknown settings group [{key}] in config file {path}")
             for field, item in value.items():
                 put(_BY_PATH.get((key, field)), f"[{key}] {field}", item)

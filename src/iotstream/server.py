@@ -23,6 +23,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from .api import ApiContext, create_app, create_health_app
+from .archiver import Archiver
 from .broker import connect_host, create_broker
 from .bus import Bus, create_bus
 from .commands import CommandService
@@ -32,6 +33,7 @@ from .health import HasHealth
 from .heap import tune_garbage_collection
 from .hub import Hub
 from .ingest import Ingest
+from .lake import Lake, create_lake
 from .lifecycle import Component, cancel_all, spawn
 from .mqtt import MqttConnection
 from .parser import Parser
@@ -62,6 +64,8 @@ class Assembly:
         self._bus: Bus | None = None
         self._store: Store | None = None
         self._hub: Hub | None = None
+        self._lake: Lake | None = None
+        self._lake_made = False
 
     async def enter(self, name: str, component: C) -> C:
         """Start ``component`` until the process stops, reporting its health as ``name``."""
@@ -99,6 +103,15 @@ class Assembly:
             self._store = await self.enter("store", create_store(self.settings))
         return self._store
 
+    async def lake(self) -> Lake | None:
+        """The Delta Lake tables, ``None`` with ``--lake off``."""
+        if not self._lake_made:
+            self._lake_made = True
+            lake = create_lake(self.settings)
+            if lake is not None:
+                self._lake = await self.enter("lake", lake)
+        return self._lake
+
     async def hub(self) -> Hub:
         if self._hub is None:
             ws = self.settings.ws
@@ -135,7 +148,9 @@ async def _start_api(parts: Assembly) -> None:
     rates = RateMeter(store)
     parts.spawn(rates.run(), "rates")
     # The shared ``components`` also gets the parts of roles started after this one.
-    context = ApiContext(store, hub, CommandService(command_link), rates, parts.components)
+    context = ApiContext(
+        store, hub, CommandService(command_link), rates, parts.components, lake=await parts.lake()
+    )
     parts.api = create_app(context, parts.settings.http.cors_origins)
 
 
@@ -148,6 +163,21 @@ async def _start_processor(parts: Assembly) -> None:
         device_ttl=settings.state.device_ttl,
     )
     await parts.enter("processor", processor)
+
+
+async def _start_archiver(parts: Assembly) -> None:
+    lake = await parts.lake()
+    if lake is None:
+        log.info("the lake is off (--lake off): nothing is archived")
+        return
+    settings = parts.settings.lake
+    archiver = Archiver(
+        await parts.bus(),
+        lake,
+        compact_interval=settings.compact_interval,
+        retention=settings.retention_days * 86_400,
+    )
+    await parts.enter("archiver", archiver)
 
 
 async def _start_bridge(parts: Assembly) -> None:
@@ -169,8 +199,8 @@ async def _start_bridge(parts: Assembly) -> None:
 
 
 # In start order: what receives starts before what feeds it, so on SIGINT/SIGTERM the HTTP
-# listeners stop first, then the simulator, the bridge, the processor, the API's parts, and
-# the broker last.
+# listeners stop first, then the simulator, the bridge, the archiver (which writes what the
+# bus still holds), the processor, the API's parts, and the broker last.
 ROLES: tuple[Role, ...] = (
     Role("broker", Assembly.start_broker),
     Role(
@@ -187,6 +217,15 @@ ROLES: tuple[Role, ...] = (
         health_port=9082,
         summary="Kafka to Redis",
         detail="Offsets are committed after the Redis writes.",
+    ),
+    Role(
+        "archiver",
+        _start_archiver,
+        needs=("kafka_bootstrap",),
+        health_port=9083,
+        summary="Kafka to the Delta Lake tables (--lake-url, default <data-dir>/lake)",
+        detail="Offsets are committed after the lake commit, and each commit records the "
+        "Kafka offsets it holds, so every event lands in the lake exactly once.",
     ),
     Role(
         "bridge",
@@ -217,6 +256,8 @@ def _check_engines(settings: Settings, roles: Sequence[Role]) -> None:
     if missing:
         flags = ", ".join(OPTIONS[name].flag for name in missing)
         raise ConfigError(f"iotstream {' '.join(role.name for role in roles)} needs {flags}")
+    if [role.name for role in roles] == ["archiver"] and not settings.lake.enabled:
+        raise ConfigError("iotstream archiver writes the lake: it cannot run with --lake off")
 
 
 class _Server(uvicorn.Server):

@@ -10,6 +10,12 @@ from iotstream.api.schemas import ROBOT
 
 OPERATIONS = {
     ("/api/health", "get"): ("health_api_health_get", {"200", "503"}),
+    ("/api/devices/{device_id}/history", "get"): (
+        "device_history_api_devices__device_id__history_get",
+        {"200", "404", "422", "503"},
+    ),
+    ("/api/history", "get"): ("fleet_history_api_history_get", {"200", "422", "503"}),
+    ("/api/raw", "get"): ("raw_messages_api_raw_get", {"200", "422", "503"}),
     ("/api/stats", "get"): ("stats_api_stats_get", {"200"}),
     ("/api/coordinates", "get"): ("coordinates_api_coordinates_get", {"200"}),
     ("/api/devices/{device_id}", "get"): (

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping, Sequence
 
-from iotstream.bus import Bus, Consumer
+import pytest
+
+from iotstream.bus import Bus, Consumer, Placement, Position
+from iotstream.errors import BusError
 from iotstream.models import Batch, RawMessage, Reading, Rejected
 
 T0 = 1_800_000_000.0
@@ -29,6 +33,37 @@ async def drain(consumer: Consumer, count: int, timeout: float = 30.0) -> Batch:
         got.readings.extend(batch.readings)
         got.raw.extend(batch.raw)
         got.rejected.extend(batch.rejected)
+    return got
+
+
+class Recorded(Placement):
+    """Starts each source where ``starts`` says, and records what the bus told."""
+
+    def __init__(self, starts: Mapping[str, int] | None = None) -> None:
+        self.starts = dict(starts or {})
+        self.assigned_sources: list[str] = []
+        self.revoked_sources: list[str] = []
+
+    async def assigned(self, sources: Sequence[str]) -> Mapping[str, int]:
+        self.assigned_sources.extend(sources)
+        return {source: self.starts[source] for source in sources if source in self.starts}
+
+    async def revoked(self, sources: Sequence[str]) -> None:
+        self.revoked_sources.extend(sources)
+
+
+async def drain_positioned(
+    consumer: Consumer, count: int, timeout: float = 30.0
+) -> list[tuple[Position, Reading]]:
+    """Poll until ``count`` readings arrived, each with its position."""
+    got: list[tuple[Position, Reading]] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        batch = await consumer.poll(1000, timeout=0.5)
+        positions = consumer.positions()
+        assert len(positions) == len(batch)
+        events = batch.events()
+        got.extend((p, e) for p, e in zip(positions, events, strict=True) if isinstance(e, Reading))
     return got
 
 
@@ -113,3 +148,63 @@ class BusSuite:
 
     async def test_health_reports_up(self, bus: Bus) -> None:
         assert bus.health().ok
+
+    async def test_positions_say_where_each_polled_event_sits(self, bus: Bus) -> None:
+        for start in range(0, 30, 10):
+            await bus.publish(readings("a", range(start, start + 10)))
+            await bus.publish(readings("b", range(start, start + 10)))
+        placement = Recorded()
+        consumer = await bus.consumer("g", placement)
+        got = await drain_positioned(consumer, 60)
+        await consumer.close()
+        assert len(got) == 60
+        assert {p.source for p, _ in got} <= set(placement.assigned_sources)
+        for device in ("a", "b"):
+            mine = [(p, r) for p, r in got if r.device_id == device]
+            assert [r.fields["seq"] for _, r in mine] == list(range(30))
+            # A device's events stay in one source, at offsets that never go back.
+            assert len({p.source for p, _ in mine}) == 1
+            offsets = [p.offset for p, _ in mine]
+            assert offsets == sorted(offsets)
+            assert offsets[0] < offsets[-1]
+
+    async def test_a_placed_member_starts_where_the_placement_says(self, bus: Bus) -> None:
+        for start in range(0, 30, 10):
+            await bus.publish(readings("a", range(start, start + 10)))
+        first = await bus.consumer("g1", Recorded())
+        got = await drain_positioned(first, 30)
+        await first.close()
+        # Start every source at the offset of its last event: only that offset is read.
+        starts: dict[str, int] = {}
+        for position, _ in got:
+            starts[position.source] = max(starts.get(position.source, 0), position.offset)
+        expected = [r.fields["seq"] for p, r in got if p.offset >= starts[p.source]]
+        placed = await bus.consumer("g2", Recorded(starts))
+        again = await drain_positioned(placed, len(expected))
+        extra = await placed.poll(1000, timeout=0.5)
+        await placed.close()
+        assert [r.fields["seq"] for _, r in again] == expected
+        assert 0 < len(expected) < 30
+        assert len(extra) == 0
+
+    async def test_a_source_the_placement_leaves_out_resumes_after_the_commit(
+        self, bus: Bus
+    ) -> None:
+        await bus.publish(readings("a", range(10)))
+        consumer = await bus.consumer("g")
+        assert len(await drain(consumer, 10)) == 10
+        await consumer.commit()
+        await consumer.close()
+        await bus.publish(readings("a", range(10, 15)))
+        placed = await bus.consumer("g", Recorded())
+        got = await drain_positioned(placed, 5)
+        await placed.close()
+        assert [r.fields["seq"] for _, r in got] == list(range(10, 15))
+
+    async def test_positions_need_a_placement(self, bus: Bus) -> None:
+        await bus.publish(readings("a", range(3)))
+        consumer = await bus.consumer("g")
+        await drain(consumer, 3)
+        with pytest.raises(BusError):
+            consumer.positions()
+        await consumer.close()

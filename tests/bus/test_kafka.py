@@ -22,13 +22,15 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 import harness
+from iotstream.bus import Consumer as BusConsumer
+from iotstream.bus import Position
 from iotstream.bus import kafka as kafka_module
 from iotstream.bus.kafka import KafkaBus
 from iotstream.bus.kafka_codec import UNDECODABLE
 from iotstream.errors import BusError
 from iotstream.models import Batch, RawMessage, Reading, Rejected
 
-from .suite import T0, BusSuite, drain, readings, seqs
+from .suite import T0, BusSuite, Recorded, drain, drain_positioned, readings, seqs
 
 pytestmark = pytest.mark.kafka
 
@@ -224,3 +226,30 @@ class TestKafkaBus(BusSuite):
         bus = kafka_bus(f"127.0.0.1:{harness.free_port()}", unique_topic())
         with pytest.raises(BusError, match="did not answer"):
             await bus.start()
+
+    async def test_a_rebalance_revokes_sources_from_one_member_and_places_them_in_another(
+        self, bus: KafkaBus
+    ) -> None:
+        for d in range(12):
+            await bus.publish(readings(f"d{d}", range(10)))
+        first_placement, second_placement = Recorded(), Recorded()
+        first = await bus.consumer("g", first_placement)
+        assert len(await drain_positioned(first, 120)) == 120  # all of it, not committed
+        second = await bus.consumer("g", second_placement)
+        got: list[tuple[Position, Reading]] = []
+
+        async def keep_polling(consumer: BusConsumer, into: list[tuple[Position, Reading]]) -> None:
+            deadline = time.monotonic() + 30
+            while not second_placement.assigned_sources and time.monotonic() < deadline:
+                into.extend(await drain_positioned(consumer, 1, timeout=0.3))
+            into.extend(await drain_positioned(consumer, 1000, timeout=1.0))
+
+        await asyncio.gather(keep_polling(first, []), keep_polling(second, got))
+        await first.close()
+        await second.close()
+        moved = set(first_placement.revoked_sources)
+        assert second_placement.assigned_sources
+        assert set(second_placement.assigned_sources) <= moved
+        # Nothing was committed: the second member reads its sources from the beginning.
+        assert {p.source for p, _ in got} <= set(second_placement.assigned_sources)
+        assert got, "the second member read nothing of the sources it got"

@@ -6,6 +6,7 @@ One router per concern, each route taking what it needs through ``dependencies``
 - ``stats``      ``GET /api/stats``, ``GET /metrics``
 - ``devices``    ``GET /api/coordinates``, ``/api/devices/{device_id}``, ``/api/deadletters``
 - ``commands``   ``POST /api/commands/{device_id}``
+- ``history``    ``GET /api/devices/{device_id}/history``, ``/api/history``, ``/api/raw`` (the lake)
 - ``websocket``  ``/coordinates``
 - ``dashboard``  ``GET /``, the files under ``/dashboard``, ``GET /swagger-ui.html``
 - ``schemas``    the request and response models and their OpenAPI examples
@@ -20,7 +21,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from .. import __version__
 from ..health import HasHealth
-from . import commands, dashboard, devices, health, stats, websocket
+from . import commands, dashboard, devices, health, history, stats, websocket
 from .dependencies import ApiContext, RoleHealth
 
 __all__ = ["ApiContext", "create_app", "create_health_app"]
@@ -30,6 +31,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     stats.router,
     devices.router,
     commands.router,
+    history.router,
     websocket.router,
     dashboard.router,
 )

@@ -20,6 +20,7 @@ from ..commands import CommandService
 from ..errors import InvalidDeviceId
 from ..health import HasHealth
 from ..hub import Hub
+from ..lake.base import Lake
 from ..models import DeviceId
 from ..rates import RateMeter
 from ..store import Store
@@ -35,6 +36,8 @@ class ApiContext:
     rates: RateMeter
     components: dict[str, HasHealth]
     started_at: float = field(default_factory=time.time)
+    lake: Lake | None = None
+    """The history lake; ``None`` with ``--lake off``."""
 
 
 class HealthSource(Protocol):
@@ -92,6 +95,12 @@ def _started_at(context: Context) -> float:
     return context.started_at
 
 
+def _lake(context: Context) -> Lake:
+    if context.lake is None:
+        raise HTTPException(503, "the lake is off (--lake off)")
+    return context.lake
+
+
 HealthSourceDep = Annotated[HealthSource, Depends(health_source)]
 StoreDep = Annotated[Store, Depends(_store)]
 HubDep = Annotated[Hub, Depends(_hub)]
@@ -99,6 +108,8 @@ CommandsDep = Annotated[CommandService, Depends(_commands)]
 RatesDep = Annotated[RateMeter, Depends(_rates)]
 ComponentsDep = Annotated[dict[str, HasHealth], Depends(_components)]
 StartedAtDep = Annotated[float, Depends(_started_at)]
+LakeDep = Annotated[Lake, Depends(_lake)]
+"""The history lake; 503 when the process runs with ``--lake off``."""
 
 
 def unknown_device(device_id: str) -> HTTPException:

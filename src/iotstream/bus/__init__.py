@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from ..config import Settings
-from .base import Bus, Consumer
+from .base import Bus, Consumer, Placement, Position
 from .memory import MemoryBus
 
-__all__ = ["Bus", "Consumer", "MemoryBus", "create_bus"]
+__all__ = ["Bus", "Consumer", "MemoryBus", "Placement", "Position", "create_bus"]
 
 
 def create_bus(settings: Settings) -> Bus:

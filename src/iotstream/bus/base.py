@@ -8,16 +8,53 @@ Contract, shared by every backend and checked by ``tests/bus/suite.py``:
   has not committed; ``commit`` marks everything it has polled so far as done.
 - A new consumer of a group resumes after the group's last commit, so events
   polled but not committed are delivered again (at-least-once).
+- Positions, for a consumer made with a ``Placement``: the log is split into sources
+  (``"<topic>-<partition>"`` for Kafka; ``"memory-<epoch>"`` for the in-process log, the
+  epoch naming this process's log, since a new process counts offsets from 0 again).
+  Offsets grow within a source. ``positions()`` says where each event of the last poll sits;
+  when sources are assigned to the member, ``Placement.assigned`` says where to start in
+  each, and ``Placement.revoked`` tells of sources taken away (their uncommitted events go to
+  the member that gets them next). A writer that records what it wrote per source (the
+  archiver) gets exactly-once from this.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Self
+from typing import NamedTuple, Self
 
 from ..lifecycle import Component
 from ..models import Batch
+
+
+class Position(NamedTuple):
+    """Where one event sits on the bus."""
+
+    source: str
+    """The ordered part of the log it is in: a Kafka partition, the in-process log."""
+    offset: int
+    """Its place in ``source``; events polled later from a source have greater or equal
+    offsets (the in-process log counts batches, so the events of one batch share one)."""
+
+
+class Placement(ABC):
+    """Where a member of a group starts reading, told when sources are assigned to it.
+
+    Both are called while a ``poll`` is under way (for Kafka, when the group rebalances),
+    on the event loop, and the poll waits for them.
+    """
+
+    @abstractmethod
+    async def assigned(self, sources: Sequence[str]) -> Mapping[str, int]:
+        """The offset of the first event to read in each of ``sources``; a source left out
+        resumes after the group's last commit."""
+
+    @abstractmethod
+    async def revoked(self, sources: Sequence[str]) -> None:
+        """``sources`` are no longer this member's; events polled from them but not yet
+        committed will be read again by the member that gets them."""
 
 
 class Consumer(ABC):
@@ -26,6 +63,11 @@ class Consumer(ABC):
     @abstractmethod
     async def poll(self, max_events: int = 10_000, timeout: float = 1.0) -> Batch:
         """The next events for this group, or an empty batch after ``timeout`` seconds."""
+
+    @abstractmethod
+    def positions(self) -> list[Position]:
+        """Where each event the last ``poll`` returned sits, in ``batch.events()`` order;
+        only a consumer made with a ``Placement`` keeps them (else ``BusError``)."""
 
     @abstractmethod
     async def commit(self) -> None:
@@ -55,5 +97,6 @@ class Bus(Component):
         """Append a batch; returns once the backend has accepted it."""
 
     @abstractmethod
-    async def consumer(self, group: str) -> Consumer:
-        """Join consumer group ``group``."""
+    async def consumer(self, group: str, placement: Placement | None = None) -> Consumer:
+        """Join consumer group ``group``; with ``placement``, the member starts where it says
+        and keeps the ``positions()`` of what it polls."""

@@ -17,21 +17,22 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 import orjson
 
 from ..errors import BusError, missing_extra
 from ..health import Health
-from ..models import Batch
-from .base import Bus, Consumer
+from ..models import EVENT_KINDS, Batch, Event
+from .base import Bus, Consumer, Placement, Position
 from .kafka_codec import UNDECODABLE, decode_batch, encode_batch
 
 try:
     from confluent_kafka import Consumer as _KafkaConsumer
-    from confluent_kafka import KafkaError, KafkaException, Message, Producer
+    from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 except ImportError as exc:  # pragma: no cover - only without the extra
     raise missing_extra("kafka", "confluent_kafka") from exc
@@ -320,10 +321,10 @@ class KafkaBus(Bus):
 
     # --- consuming and health -------------------------------------------------------------
 
-    async def consumer(self, group: str) -> Consumer:
+    async def consumer(self, group: str, placement: Placement | None = None) -> Consumer:
         if self._producer is None:
             raise BusError("the Kafka bus is not started")
-        return KafkaConsumer(self, group)
+        return KafkaConsumer(self, group, placement)
 
     def health(self) -> Health:
         producer = self._producer
@@ -346,13 +347,20 @@ class KafkaConsumer(Consumer):
     """One member of a Kafka consumer group.
 
     librdkafka stores the offset of every record ``poll`` returns; ``commit`` commits the
-    stored offsets, that is everything polled so far.
+    stored offsets, that is everything polled so far. With a ``Placement``, partitions are
+    assigned at the offsets it gives (asked from the consumer's thread, answered on the
+    event loop), and records fetched from a partition revoked meanwhile are left out.
     """
 
-    def __init__(self, bus: KafkaBus, group: str) -> None:
+    def __init__(self, bus: KafkaBus, group: str, placement: Placement | None = None) -> None:
         self._bus = bus
         self._closed = False
         self._last_error: str | None = None
+        self._placement = placement
+        self._loop = asyncio.get_running_loop()
+        self._positions: dict[type[Event], list[Position]] = {}
+        self._revoked: set[tuple[str, int]] = set()
+        self._misplaced: str | None = None
         # All calls into this consumer run on one thread, in order: a poll whose caller was
         # cancelled still runs to its end before close, which would crash under it.
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"kafka-consumer-{group}")
@@ -364,9 +372,15 @@ class KafkaConsumer(Consumer):
             "error_cb": self._on_error,
             "logger": log,
         }
+        topics = [bus.topic, bus.deadletter_topic]
         try:
             self._consumer = _KafkaConsumer(config)
-            self._consumer.subscribe([bus.topic, bus.deadletter_topic])
+            if placement is None:
+                self._consumer.subscribe(topics)
+            else:
+                self._consumer.subscribe(
+                    topics, on_assign=self._on_assign, on_revoke=self._on_revoke
+                )
         except KafkaException as exc:
             self._thread.shutdown(wait=False)
             raise BusError(f"cannot join consumer group {group}: {_error_text(exc)}") from exc
@@ -377,6 +391,46 @@ class KafkaConsumer(Consumer):
             log.warning("Kafka consumer: %s", text)
         self._last_error = text
 
+    # --- placement (on the consumer's thread, inside a poll) ------------------------------
+
+    def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the event loop and wait for it; the loop is free meanwhile, since
+        it awaits this thread's poll."""
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        while True:
+            try:
+                return future.result(_SERVE_INTERVAL * 10)
+            except FutureTimeout:
+                if self._loop.is_closed() or not self._loop.is_running():
+                    future.cancel()
+                    raise BusError("the event loop stopped during a rebalance") from None
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        assert self._placement is not None
+        sources = {f"{p.topic}-{p.partition}": p for p in partitions}
+        for p in partitions:
+            self._revoked.discard((p.topic, p.partition))
+        try:
+            starts = self._on_loop(self._placement.assigned(list(sources)))
+        except BaseException as exc:  # librdkafka must get its assignment whatever happens
+            # Assigned at the group's commit, these partitions would be read from a place
+            # the caller does not know: the consumer refuses to poll until it is replaced.
+            self._misplaced = f"{type(exc).__name__}: {exc}"
+            log.error("cannot place partitions %s: %s", sorted(sources), self._misplaced)
+            starts = {}
+        for source, partition in sources.items():
+            if source in starts:
+                partition.offset = starts[source]
+        consumer.incremental_assign(partitions)
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        assert self._placement is not None
+        self._revoked.update((p.topic, p.partition) for p in partitions)
+        try:
+            self._on_loop(self._placement.revoked([f"{p.topic}-{p.partition}" for p in partitions]))
+        except BaseException as exc:  # and its unassignment
+            log.error("placement failed on revoked partitions: %s", exc)
+
     async def _call(self, function: Callable[..., T], *args: Any) -> T:
         if self._closed:
             raise BusError("the Kafka consumer is closed")
@@ -386,26 +440,39 @@ class KafkaConsumer(Consumer):
             raise BusError(f"Kafka consumer: {_error_text(exc)}") from exc
 
     def _fetch(self, max_events: int, timeout: float) -> Batch:
+        if self._misplaced is not None:
+            raise BusError(f"partitions were assigned without a placement: {self._misplaced}")
+        self._revoked.clear()
         # consume(n, timeout) waits until it has n records or the timeout passed, so it is
         # only asked for what has arrived; poll returns as soon as one record is there.
         messages = self._consumer.consume(max_events, 0)
         if not messages:
             first = self._consumer.poll(timeout)
             if first is None:
-                return Batch()
+                return self._decode([])
             messages = [first]
             if max_events > 1:
                 messages.extend(self._consumer.consume(max_events - 1, 0))
+        if self._misplaced is not None:
+            raise BusError(f"partitions were assigned without a placement: {self._misplaced}")
+        revoked = self._revoked
         records: list[Message] = []
         for message in messages:
             error = message.error()
             if error is None:
-                records.append(message)
+                if not revoked or (message.topic(), message.partition()) not in revoked:
+                    records.append(message)
             elif error.fatal():
                 raise BusError(f"the Kafka consumer failed: {error.str()}")
             else:
                 self._on_error(error)
-        return decode_batch(records)
+        return self._decode(records)
+
+    def _decode(self, records: list[Message]) -> Batch:
+        if self._placement is None:
+            return decode_batch(records)
+        self._positions = {}
+        return decode_batch(records, self._positions)
 
     async def poll(self, max_events: int = 10_000, timeout: float = 1.0) -> Batch:
         batch = await self._call(self._fetch, max_events, timeout)
@@ -421,6 +488,11 @@ class KafkaConsumer(Consumer):
                 )
             self._bus.undecodable += undecodable
         return batch
+
+    def positions(self) -> list[Position]:
+        if self._placement is None:
+            raise BusError("positions() needs a consumer made with a placement")
+        return [p for kind in EVENT_KINDS.values() for p in self._positions.get(kind, ())]
 
     def _commit(self) -> None:
         try:

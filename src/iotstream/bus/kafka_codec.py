@@ -47,6 +47,7 @@ from ..models import (
     Reading,
     Rejected,
 )
+from .base import Position
 
 UNDECODABLE = "undecodable_record"
 SCHEMA = "kafka_record.schema.json"
@@ -248,15 +249,35 @@ def undecodable(record: ConsumedRecord, error: UndecodableRecord) -> Rejected:
     )
 
 
-def decode_batch(records: Iterable[ConsumedRecord]) -> Batch:
-    """One batch of the events in ``records``; see the module docstring for bad records."""
+def decode_batch(
+    records: Iterable[ConsumedRecord],
+    positions: dict[type[Event], list[Position]] | None = None,
+) -> Batch:
+    """One batch of the events in ``records``; see the module docstring for bad records.
+
+    With ``positions``, each event's ``<topic>-<partition>`` and offset is appended to the
+    list of its kind, so the lists run parallel to the batch's."""
     batch = Batch()
     add = batch.add
+    if positions is None:
+        for record in records:
+            try:
+                add(decode(record.value()))
+            except UndecodableRecord as exc:
+                add(undecodable(record, exc))
+        return batch
+    sources: dict[tuple[str | None, int | None], str] = {}
     for record in records:
         try:
-            add(decode(record.value()))
+            event = decode(record.value())
         except UndecodableRecord as exc:
-            add(undecodable(record, exc))
+            event = undecodable(record, exc)
+        add(event)
+        place = (record.topic(), record.partition())
+        source = sources.get(place)
+        if source is None:
+            source = sources[place] = f"{place[0]}-{place[1]}"
+        positions.setdefault(type(event), []).append(Position(source, record.offset() or 0))
     return batch
 
 

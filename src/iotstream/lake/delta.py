@@ -1,0 +1,666 @@
+"""The lake on Delta Lake tables: written with delta-rs (``deltalake``, no JVM), queried with
+DuckDB, on a local directory or on S3-compatible object storage.
+
+Tables, each partitioned by ``date`` (a Delta ``date``, the UTC day of ``ts`` for readings and
+of ``received_at`` for the others), kept at protocol reader 1 / writer 2 so Spark reads and
+writes them:
+
+- ``readings``: ``device_id`` string, ``ts`` and ``received_at`` timestamps (microseconds, UTC),
+  ``x``, ``y``, ``z`` nullable doubles, ``fields`` (JSON text of every other field, or null).
+  A coordinate that is not a float (an int, or a string sent on ``sensors/{id}/x``) also goes
+  to ``fields`` as sent, so that every value reads back exactly; an int is also its column,
+  as a double, so rect filters see it.
+- ``raw_messages``: ``topic``, ``payload`` binary, ``received_at``.
+- ``rejected``: ``topic``, ``payload`` binary, ``size`` long, ``reason``, ``detail``,
+  ``received_at``.
+
+Queries read the table's current file list: on a local directory DuckDB reads the Parquet
+files directly; on object storage DuckDB scans a pyarrow dataset that delta-rs's own
+object-store client serves (DuckDB's httpfs extension is not needed). Either way only the
+date partitions of the window are listed, and DuckDB pushes the device and time filters
+down to Parquet row-group statistics, which compaction makes selective by sorting.
+
+Blocking calls run in worker threads. Writers race with compaction through Delta's
+optimistic concurrency: a commit that loses is retried, never merged by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake._internal import DeltaFileSystemHandler
+from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.fs import DeltaStorageHandler
+from deltalake.transaction import AddAction, RemoveAction
+
+from ..health import Health
+from ..models import Batch, RawMessage, Reading, Rejected
+from .base import (
+    RAW_MESSAGES,
+    READINGS,
+    REJECTED,
+    TABLES,
+    Lake,
+    LakeError,
+    RawQuery,
+    ReadingQuery,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MICROS = 1_000_000
+DAY_MICROS = 86_400 * MICROS
+COORDINATES = ("x", "y", "z")
+COORDINATES_SET = frozenset(COORDINATES)
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+PARTITION = "date"
+
+SCHEMAS: dict[str, pa.Schema] = {
+    READINGS: pa.schema(
+        [
+            ("device_id", pa.string()),
+            ("ts", TIMESTAMP),
+            ("received_at", TIMESTAMP),
+            ("x", pa.float64()),
+            ("y", pa.float64()),
+            ("z", pa.float64()),
+            ("fields", pa.string()),
+            (PARTITION, pa.date32()),
+        ]
+    ),
+    RAW_MESSAGES: pa.schema(
+        [
+            ("topic", pa.string()),
+            ("payload", pa.binary()),
+            ("received_at", TIMESTAMP),
+            (PARTITION, pa.date32()),
+        ]
+    ),
+    REJECTED: pa.schema(
+        [
+            ("topic", pa.string()),
+            ("payload", pa.binary()),
+            ("size", pa.int64()),
+            ("reason", pa.string()),
+            ("detail", pa.string()),
+            ("received_at", TIMESTAMP),
+            (PARTITION, pa.date32()),
+        ]
+    ),
+}
+
+# How compaction orders each table's rows: as their queries read them, so that DuckDB skips
+# the row groups of other devices and other hours by their statistics.
+SORT_KEYS: dict[str, list[str]] = {
+    READINGS: ["device_id", "ts", "received_at"],
+    RAW_MESSAGES: ["topic", "received_at"],
+    REJECTED: ["received_at"],
+}
+# Row groups small enough for that skipping to matter (a device-hour at 10 Hz is 36,000 rows).
+ROW_GROUP_ROWS = 128 * 1024
+
+COMMIT_RETRIES = 20
+
+
+def micros(seconds: float) -> int:
+    """Epoch seconds as whole microseconds, the precision the tables keep."""
+    return round(seconds * MICROS)
+
+
+def _day(us: int) -> int:
+    return us // DAY_MICROS
+
+
+def _day_text(day: int) -> str:
+    return (date(1970, 1, 1) + timedelta(days=day)).isoformat()
+
+
+def _encode_fields(fields: dict[str, Any]) -> str | None:
+    if not fields:
+        return None
+    try:
+        return orjson.dumps(fields).decode()
+    except TypeError:  # an int beyond 64 bits, which orjson refuses and json keeps
+        return json.dumps(fields, ensure_ascii=False)
+
+
+def _decode_fields(text: str) -> dict[str, Any]:
+    try:
+        value: dict[str, Any] = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = json.loads(text)
+    return value
+
+
+def readings_table(readings: Sequence[Reading]) -> pa.Table:
+    """The ``readings`` rows of ``readings``."""
+    ts = [micros(r.timestamp) for r in readings]
+    coords: dict[str, list[float | None]] = {name: [] for name in COORDINATES}
+    rest: list[str | None] = []
+    for reading in readings:
+        others = reading.fields
+        if not COORDINATES_SET.isdisjoint(others):
+            others = dict(others)
+            for name in COORDINATES:
+                value = others.get(name)
+                kind = type(value)
+                if kind is float:
+                    del others[name]
+                    coords[name].append(value)
+                else:
+                    coords[name].append(float(value) if kind is int else None)  # type: ignore[arg-type]
+        else:
+            for name in COORDINATES:
+                coords[name].append(None)
+        rest.append(_encode_fields(others))
+    columns = [
+        pa.array([r.device_id for r in readings], pa.string()),
+        pa.array(ts, pa.int64()).cast(TIMESTAMP),
+        pa.array([micros(r.received_at) for r in readings], pa.int64()).cast(TIMESTAMP),
+        *(pa.array(coords[name], pa.float64()) for name in COORDINATES),
+        pa.array(rest, pa.string()),
+        pa.array([_day(us) for us in ts], pa.int32()).cast(pa.date32()),
+    ]
+    return pa.Table.from_arrays(columns, schema=SCHEMAS[READINGS])
+
+
+def raw_table(messages: Sequence[RawMessage]) -> pa.Table:
+    received = [micros(m.received_at) for m in messages]
+    columns = [
+        pa.array([m.topic for m in messages], pa.string()),
+        pa.array([m.payload for m in messages], pa.binary()),
+        pa.array(received, pa.int64()).cast(TIMESTAMP),
+        pa.array([_day(us) for us in received], pa.int32()).cast(pa.date32()),
+    ]
+    return pa.Table.from_arrays(columns, schema=SCHEMAS[RAW_MESSAGES])
+
+
+def rejected_table(rejected: Sequence[Rejected]) -> pa.Table:
+    received = [micros(r.received_at) for r in rejected]
+    columns = [
+        pa.array([r.topic for r in rejected], pa.string()),
+        pa.array([r.payload for r in rejected], pa.binary()),
+        pa.array([r.size for r in rejected], pa.int64()),
+        pa.array([r.reason for r in rejected], pa.string()),
+        pa.array([r.detail for r in rejected], pa.string()),
+        pa.array(received, pa.int64()).cast(TIMESTAMP),
+        pa.array([_day(us) for us in received], pa.int32()).cast(pa.date32()),
+    ]
+    return pa.Table.from_arrays(columns, schema=SCHEMAS[REJECTED])
+
+
+def batch_tables(batch: Batch) -> dict[str, pa.Table]:
+    """The rows ``batch`` adds to each table (empty tables included)."""
+    return {
+        READINGS: readings_table(batch.of(Reading)),
+        RAW_MESSAGES: raw_table(batch.of(RawMessage)),
+        REJECTED: rejected_table(batch.of(Rejected)),
+    }
+
+
+def _reading_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    device_id, ts, received_at, x, y, z, fields = row
+    out: dict[str, Any] = {
+        "deviceId": device_id,
+        "timestamp": ts / MICROS,
+        "receivedAt": received_at / MICROS,
+    }
+    if x is not None:
+        out["x"] = x
+    if y is not None:
+        out["y"] = y
+    if z is not None:
+        out["z"] = z
+    if fields is not None:
+        out.update(_decode_fields(fields))
+    return out
+
+
+@dataclass(slots=True)
+class _Table:
+    """One Delta table: its URI and a snapshot for readers, refreshed under ``lock``."""
+
+    name: str
+    uri: str
+    snapshot: DeltaTable | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class DeltaLake(Lake):
+    """The lake under ``url``: a local directory, or ``s3://bucket/prefix``.
+
+    ``storage_options`` go to delta-rs's object store (``AWS_ENDPOINT_URL``,
+    ``AWS_ALLOW_HTTP``, ...); without them it reads the usual ``AWS_*`` environment variables.
+    ``vacuum_retention_hours``: files that compaction or ``expire`` replaced are deleted
+    from storage this long after (a query still reading them finishes first).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        storage_options: Mapping[str, str] | None = None,
+        *,
+        vacuum_retention_hours: int = 1,
+        query_threads: int = 2,
+    ) -> None:
+        self.local = "://" not in url or url.startswith("file://")
+        if self.local:
+            url = str(Path(url.removeprefix("file://")).absolute())
+        self.url = url.rstrip("/")
+        self.storage_options = dict(storage_options) if storage_options is not None else None
+        self.vacuum_retention_hours = vacuum_retention_hours
+        self._tables = {name: _Table(name, f"{self.url}/{name}") for name in TABLES}
+        self._write_locks = {name: threading.Lock() for name in TABLES}
+        self._compact_lock = asyncio.Lock()
+        self._duck = duckdb.connect(config={"threads": str(query_threads)})
+        self._health = Health(False, "not started")
+
+    def uri(self, table: str) -> str:
+        """Where ``table`` lives (a path or an object-store URL)."""
+        return self._tables[table].uri
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._call(self._create_tables, "creating the tables")
+        self._health = Health(True, f"Delta tables under {self.url}")
+
+    async def stop(self) -> None:
+        self._health = Health(False, "stopped")
+
+    def health(self) -> Health:
+        return self._health
+
+    def _create_tables(self) -> None:
+        if self.local:
+            Path(self.url).mkdir(parents=True, exist_ok=True)
+        for name, schema in SCHEMAS.items():
+            uri = self.uri(name)
+            for attempt in range(COMMIT_RETRIES):
+                if DeltaTable.is_deltatable(uri, self.storage_options):
+                    break
+                try:
+                    DeltaTable.create(
+                        uri,
+                        schema,
+                        partition_by=[PARTITION],
+                        mode="ignore",
+                        name=name,
+                        storage_options=self.storage_options,
+                    )
+                except CommitFailedError:  # another process created it first
+                    _backoff(attempt)
+            table = self._table(name)
+            protocol = table.protocol()
+            if (protocol.min_reader_version, protocol.min_writer_version) != (1, 2):
+                log.warning(
+                    "lake table %s has protocol reader %d / writer %d; Spark and delta-rs "
+                    "interoperate here at 1 / 2",
+                    uri,
+                    protocol.min_reader_version,
+                    protocol.min_writer_version,
+                )
+
+    def _table(self, name: str) -> DeltaTable:
+        return DeltaTable(self.uri(name), storage_options=self.storage_options)
+
+    async def _call(self, fn: Callable[[], T], doing: str) -> T:
+        """``fn()`` in a worker thread, its library errors wrapped as ``LakeError``."""
+        try:
+            result = await asyncio.to_thread(fn)
+        except LakeError as exc:
+            self._health = Health(False, f"{doing} failed: {exc}")
+            raise
+        except (DeltaError, OSError, duckdb.Error, pa.ArrowException) as exc:
+            error = LakeError(f"{doing} failed: {_one_line(exc)}")
+            self._health = Health(False, str(error))
+            raise error from exc
+        self._health = Health(True, f"Delta tables under {self.url}")
+        return result
+
+    # --- writing ----------------------------------------------------------------------------
+
+    async def append(self, batch: Batch, transactions: Mapping[str, int] | None = None) -> None:
+        tables = await asyncio.to_thread(batch_tables, batch)
+        txns = dict(transactions or {})
+
+        def write(name: str, rows: pa.Table) -> None:
+            if rows.num_rows == 0 and not txns:
+                return
+            properties = CommitProperties(
+                app_transactions=[Transaction(app_id, version) for app_id, version in txns.items()]
+            )
+            with self._write_locks[name]:
+                _retrying(
+                    lambda: write_deltalake(
+                        self.uri(name),
+                        rows,
+                        mode="append",
+                        partition_by=[PARTITION],
+                        storage_options=self.storage_options,
+                        commit_properties=properties,
+                    )
+                )
+
+        await asyncio.gather(
+            *(self._call(partial(write, n, r), f"append to {n}") for n, r in tables.items())
+        )
+
+    async def versions(self, table: str) -> dict[str, int]:
+        return await self._call(lambda: self._versions(table), f"reading versions of {table}")
+
+    def _versions(self, name: str) -> dict[str, int]:
+        # delta-rs answers the version of an app id it is asked about, but cannot list them:
+        # the ids come from the log since its last checkpoint, and from that checkpoint.
+        table = self._table(name)
+        fs = self._filesystem(table)
+        app_ids: set[str] = set()
+        first = 0
+        try:
+            with fs.open_input_stream("_delta_log/_last_checkpoint") as stream:
+                last = orjson.loads(stream.read())
+        except (FileNotFoundError, OSError):
+            last = None
+        if last is not None:
+            first = int(last["version"]) + 1
+            parts = last.get("parts")
+            prefix = f"_delta_log/{int(last['version']):020d}.checkpoint"
+            paths = (
+                [f"{prefix}.{i:010d}.{parts:010d}.parquet" for i in range(1, parts + 1)]
+                if parts
+                else [f"{prefix}.parquet"]
+            )
+            for path in paths:
+                txn = pq.read_table(path, filesystem=fs, columns=["txn"]).column("txn")
+                app_ids.update(
+                    item["appId"] for item in txn.to_pylist() if item and item.get("appId")
+                )
+        for version in range(first, table.version() + 1):
+            try:
+                with fs.open_input_stream(f"_delta_log/{version:020d}.json") as stream:
+                    lines = stream.read().splitlines()
+            except FileNotFoundError:
+                continue  # cleaned up after a checkpoint we did not see
+            for line in lines:
+                if b'"txn"' in line:
+                    txn = orjson.loads(line).get("txn")
+                    if txn:
+                        app_ids.add(txn["appId"])
+        versions = {app_id: table.transaction_version(app_id) for app_id in sorted(app_ids)}
+        return {app_id: v for app_id, v in versions.items() if v is not None}
+
+    # --- reading ----------------------------------------------------------------------------
+
+    async def readings(self, query: ReadingQuery) -> list[dict[str, Any]]:
+        return await self._call(lambda: self._readings(query), "reading readings")
+
+    async def raw_messages(self, query: RawQuery) -> list[dict[str, Any]]:
+        return await self._call(lambda: self._raw(query), "reading raw messages")
+
+    def _readings(self, query: ReadingQuery) -> list[dict[str, Any]]:
+        if query.limit <= 0 or (query.devices is not None and not query.devices):
+            return []
+        start, end = micros(query.start), micros(query.end)
+        where = [
+            "ts >= make_timestamp($start)::TIMESTAMPTZ",
+            "ts <= make_timestamp($end)::TIMESTAMPTZ",
+        ]
+        params: dict[str, Any] = {"start": start, "end": end, "limit": query.limit}
+        if query.after is not None:
+            after_ts = micros(query.after[0])
+            start = max(start, after_ts)
+            params.update(a_ts=after_ts, a_dev=query.after[1], a_rcv=micros(query.after[2]))
+            where.append(
+                "ts >= make_timestamp($a_ts)::TIMESTAMPTZ"
+                " AND (ts > make_timestamp($a_ts)::TIMESTAMPTZ"
+                " OR device_id > $a_dev"
+                " OR (device_id = $a_dev AND received_at > make_timestamp($a_rcv)::TIMESTAMPTZ))"
+            )
+        if query.devices is not None:
+            names = [f"$d{i}" for i in range(len(query.devices))]
+            params.update({f"d{i}": str(d) for i, d in enumerate(query.devices)})
+            where.append(f"device_id IN ({', '.join(names)})")
+        if query.rect is not None:
+            x0, y0, x1, y1 = query.rect
+            params.update(x0=min(x0, x1), x1=max(x0, x1), y0=min(y0, y1), y1=max(y0, y1))
+            where.append("x >= $x0 AND x <= $x1 AND y >= $y0 AND y <= $y1")
+        sql = (
+            "SELECT device_id, epoch_us(ts), epoch_us(received_at), x, y, z, fields"
+            " FROM {source} WHERE " + " AND ".join(where) + " ORDER BY ts, device_id, received_at"
+            " LIMIT $limit"
+        )
+        rows = self._query(READINGS, _day(start), _day(end), sql, params)
+        return [_reading_row(row) for row in rows]
+
+    def _raw(self, query: RawQuery) -> list[dict[str, Any]]:
+        if query.limit <= 0:
+            return []
+        start, end = micros(query.start), micros(query.end)
+        where = [
+            "received_at >= make_timestamp($start)::TIMESTAMPTZ",
+            "received_at <= make_timestamp($end)::TIMESTAMPTZ",
+        ]
+        params: dict[str, Any] = {"start": start, "end": end, "limit": query.limit}
+        if query.topic is not None:
+            params["topic"] = query.topic
+            where.append("topic = $topic")
+        if query.after is not None:
+            after = micros(query.after[0])
+            start = max(start, after)
+            params.update(a_rcv=after, a_topic=query.after[1])
+            where.append(
+                "received_at >= make_timestamp($a_rcv)::TIMESTAMPTZ AND"
+                " (received_at > make_timestamp($a_rcv)::TIMESTAMPTZ OR topic > $a_topic)"
+            )
+        sql = (
+            "SELECT topic, payload, epoch_us(received_at) FROM {source} WHERE "
+            + " AND ".join(where)
+            + " ORDER BY received_at, topic LIMIT $limit"
+        )
+        rows = self._query(RAW_MESSAGES, _day(start), _day(end), sql, params)
+        return [
+            {"topic": topic, "payload": bytes(payload), "receivedAt": received / MICROS}
+            for topic, payload, received in rows
+        ]
+
+    def _query(
+        self, name: str, first_day: int, last_day: int, sql: str, params: dict[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        if first_day > last_day:
+            return []
+        partitions = [
+            (PARTITION, ">=", _day_text(first_day)),
+            (PARTITION, "<=", _day_text(last_day)),
+        ]
+        for attempt in range(3):
+            source, keep = self._source(name, partitions)
+            if source is None:
+                return []
+            cursor = self._duck.cursor()
+            try:
+                if keep is not None:
+                    cursor.register("lake_source", keep)
+                return cursor.execute(sql.format(source=source), params).fetchall()
+            except duckdb.IOException:
+                # Vacuum removed a file of the snapshot (it outlived the retention): re-list.
+                if attempt == 2:
+                    raise
+            finally:
+                cursor.close()
+        raise AssertionError("unreachable")
+
+    def _source(self, name: str, partitions: list[tuple[str, str, str]]) -> tuple[str | None, Any]:
+        """What DuckDB reads for ``name``'s current rows in ``partitions``: a
+        ``read_parquet`` of the files, or a registered pyarrow dataset on object storage."""
+        entry = self._tables[name]
+        with entry.lock:
+            if entry.snapshot is None:
+                entry.snapshot = self._table(name)
+            else:
+                entry.snapshot.update_incremental()
+            if self.local:
+                files = entry.snapshot.file_uris(file_pruning_predicate=partitions)
+            else:
+                dataset = entry.snapshot.to_pyarrow_dataset(file_pruning_predicate=partitions)
+        if self.local:
+            if not files:
+                return None, None
+            quoted = ", ".join("'" + path.replace("'", "''") + "'" for path in files)
+            return f"read_parquet([{quoted}], hive_partitioning = false)", None
+        return "lake_source", dataset
+
+    # --- maintenance ------------------------------------------------------------------------
+
+    async def compact(self) -> None:
+        # One compaction at a time; appends and queries never wait for it.
+        async with self._compact_lock:
+            for name in TABLES:
+                await self._call(partial(self._compact, name), f"compacting {name}")
+
+    def _compact(self, name: str) -> None:
+        table = self._table(name)
+        actions = pa.table(table.get_add_actions(flatten=True))
+        counts = Counter(str(day) for day in actions.column(f"partition.{PARTITION}").to_pylist())
+        began = time.monotonic()
+        rewritten = 0
+        for day, files in sorted(counts.items()):
+            if files > 1:
+                rewritten += _retrying(partial(self._sort_partition, table, name, day))
+        table.update_incremental()
+        table.vacuum(
+            retention_hours=self.vacuum_retention_hours,
+            dry_run=False,
+            enforce_retention_duration=False,
+        )
+        if rewritten:
+            log.debug(
+                "compacted %d files of %s in %.2f s", rewritten, name, time.monotonic() - began
+            )
+
+    def _sort_partition(self, table: DeltaTable, name: str, day: str) -> int:
+        """Rewrite the files of one partition as one file sorted by ``SORT_KEYS``, committed
+        as a rearrangement (``dataChange: false``) that appends racing with it do not touch.
+        Returns how many files it replaced."""
+        table.update_incremental()
+        actions = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+        replaced = [a for a in actions if str(a[f"partition.{PARTITION}"]) == day]
+        if len(replaced) < 2:
+            return 0
+        relative = f"{PARTITION}={day}/part-00000-{uuid.uuid4()}-c000.zstd.parquet"
+        columns = ", ".join(f.name for f in SCHEMAS[name] if f.name != PARTITION)
+        order = ", ".join(SORT_KEYS[name])
+        cursor = self._duck.cursor()
+        try:
+            # DuckDB sorts out of core, so a partition larger than memory still compacts.
+            with tempfile.TemporaryDirectory(prefix="iotstream-compact-") as tmp:
+                if self.local:
+                    root = self.uri(name)
+                    files = [os.path.join(root, a["path"]) for a in replaced]
+                    target = os.path.join(root, relative)
+                    source = "read_parquet($files)"
+                    params: dict[str, Any] = {"files": files}
+                else:
+                    fs = self._filesystem(table)
+                    paths = [a["path"] for a in replaced]
+                    cursor.register("compact_source", pads.dataset(paths, filesystem=fs))
+                    target = os.path.join(tmp, "part.parquet")
+                    source, params = "compact_source", {}
+                quoted = target.replace("'", "''")
+                (rows,) = cursor.execute(
+                    f"COPY (SELECT {columns} FROM {source} ORDER BY {order}) TO '{quoted}'"
+                    f" (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})",
+                    params,
+                ).fetchone() or (0,)
+                size = os.path.getsize(target)
+                if not self.local:
+                    self._upload(table, target, relative)
+        finally:
+            cursor.close()
+        now = int(time.time() * 1000)
+        partition: dict[str, str | None] = {PARTITION: day}
+        add = AddAction(relative, size, partition, now, False, json.dumps({"numRecords": rows}))
+        removes = [
+            RemoveAction(a["path"], False, now, a["size_bytes"], partition) for a in replaced
+        ]
+        # On a lost race the new file is left unreferenced, and vacuum deletes it.
+        table.create_write_transaction(
+            [add, *removes], mode="append", schema=table.schema(), partition_by=[PARTITION]
+        )
+        return len(replaced)
+
+    def _upload(self, table: DeltaTable, source: str, relative: str) -> None:
+        # Through delta-rs's own stream: pyarrow's wrapper of it hands it buffers it refuses.
+        handler = DeltaFileSystemHandler(table.table_uri, self.storage_options)
+        stream = handler.open_output_stream(relative, None)
+        try:
+            with open(source, "rb") as src:
+                while chunk := src.read(8 << 20):
+                    stream.write(chunk)
+        finally:
+            stream.close()  # type: ignore[attr-defined]  # missing from its stub
+
+    def _filesystem(self, table: DeltaTable) -> Any:
+        """The table's storage as a pyarrow filesystem, through delta-rs's object store."""
+        handler = DeltaStorageHandler(table.table_uri, self.storage_options)
+        return pafs.PyFileSystem(handler)  # type: ignore[attr-defined]
+
+    async def expire(self, before: float) -> None:
+        cutoff = _day_text(_day(micros(before)))
+        for name in TABLES:
+
+            def delete(name: str = name) -> None:
+                table = self._table(name)
+
+                def attempt() -> None:
+                    table.update_incremental()
+                    table.delete(f"{PARTITION} < '{cutoff}'")
+
+                _retrying(attempt)
+
+            await self._call(delete, f"expiring {name}")
+
+
+def _one_line(exc: BaseException) -> str:
+    """delta-rs errors come as colored trees of causes: one plain line of them."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).replace("↳", ":")
+    return " ".join(text.split())
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(0.5, 0.01 * 2**attempt))
+
+
+def _retrying(fn: Callable[[], T]) -> T:
+    """``fn()``, again while another writer wins the commit; a failed commit wrote nothing."""
+    for attempt in range(COMMIT_RETRIES):
+        try:
+            return fn()
+        except CommitFailedError:
+            if attempt == COMMIT_RETRIES - 1:
+                raise
+            _backoff(attempt)
+    raise AssertionError("unreachable")
