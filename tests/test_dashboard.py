@@ -6,7 +6,9 @@ screen positions, connection state, last seq), instead of parsing pixels.
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import time
 import uuid
@@ -394,6 +396,286 @@ def test_twenty_simulated_robots_move_and_are_pictured(browser: Browser, tmp_pat
         if os.environ.get("IOTSTREAM_UPDATE_SCREENSHOT"):
             # Only on request, so that a test run leaves the README's picture alone.
             SCREENSHOT.write_bytes(picture)
+        page.context.close()
+        assert dashboard.errors == []
+    finally:
+        stop_process(srv.process)
+
+
+# -- history mode ---------------------------------------------------------------------------
+
+SLIDER = "#history input[name=time]"
+PLAY = '#history [data-action="play"]'
+# Two robots' readings, one second apart in device time; B half a second after A.
+PATH_A = [(0.0, 0.0), (1.0, 0.0), (2.0, 0.0), (3.0, 0.0), (3.0, 1.0), (3.0, 2.0)]
+PATH_B = [(10.0, 5.0), (9.0, 5.5), (8.0, 5.0), (7.0, 5.5), (6.0, 5.0), (5.0, 5.5)]
+
+
+def publish_path(
+    server: Server, device_id: str, path: list[tuple[float, float]], t0: float
+) -> None:
+    """Readings at device times ``t0``, ``t0 + 1``, ... over one MQTT connection."""
+    lines = [json.dumps({"x": x, "y": y, "timestamp": t0 + i}) for i, (x, y) in enumerate(path)]
+    server.publish_lines(f"sensors/{device_id}/coordinates", lines)
+
+
+def wait_archived(server: Server, devices: list[str], count: int, t0: float) -> None:
+    """Until the history API has ``count`` readings of ``devices`` (the archiver commits about
+    once a second)."""
+    query = f"/api/history?devices={','.join(devices)}&from={t0 - 1}&to={t0 + 60}"
+    server.wait_for(query, lambda r: r.status_code == 200 and len(r.json()["points"]) == count, 30)
+
+
+def history(state: State) -> dict[str, Any]:
+    return state["history"]  # type: ignore[no-any-return]
+
+
+def seek(dashboard: Dashboard, seconds: float) -> None:
+    """Move the time slider as a user dragging it would."""
+    dashboard.page.evaluate(
+        """(t) => {
+            const slider = document.querySelector('#history input[name=time]');
+            slider.value = String(t);
+            slider.dispatchEvent(new Event('input', {bubbles: true}));
+        }""",
+        seconds,
+    )
+
+
+def track_tolerance(pixels_per_metre: float) -> float:
+    """What the dashboard asks for: about a pixel in metres, 1, 2 or 5 times a power of ten."""
+    metres = 1 / pixels_per_metre
+    power = 10 ** math.floor(math.log10(metres))
+    step = max(d * power for d in (1, 2, 5) if d * power <= metres)
+    return max(0.01, float(f"{step:.1g}"))
+
+
+def off_path(screen: list[float], state: State, path: list[tuple[float, float]]) -> float:
+    """Pixels from the marker at ``screen`` to the polyline ``path`` as the plane draws it."""
+    px, py = screen[0], screen[1]
+    points = [expected_screen(state, x, y) for x, y in path]
+    best = math.inf
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        dx, dy = x1 - x0, y1 - y0
+        k = max(0.0, min(1.0, ((px - x0) * dx + (py - y0) * dy) / (dx * dx + dy * dy)))
+        best = min(best, math.hypot(px - (x0 + k * dx), py - (y0 + k * dy)))
+    return best
+
+
+def replay_rate(first: State, last: State) -> float:
+    """Replayed seconds per second of the page's clock between two states of one playback."""
+    a, b = history(first), history(last)
+    seconds = (b["tickedAt"] - a["tickedAt"]) / 1000
+    return float((b["time"] - a["time"]) / seconds)
+
+
+def play_through(
+    dashboard: Dashboard, robots: dict[str, list[tuple[float, float]]], until: float
+) -> tuple[dict[str, list[tuple[float, float]]], list[State]]:
+    """Watch a playback until the replay time passes ``until``: the positions each robot
+    reported, in the order the plane showed them, and the states sampled while playing."""
+    seen: dict[str, list[tuple[float, float]]] = {robot: [] for robot in robots}
+    samples: list[State] = []
+    deadline = time.monotonic() + 60
+    while True:
+        state = dashboard.state()
+        replay = history(state)
+        assert replay["playing"], "the replay stopped before the end of the readings"
+        if replay["tickedAt"] is not None:
+            samples.append(state)
+        for robot, path in robots.items():
+            device = dashboard.device(robot, state)
+            if device is None or device.get("x") is None:
+                continue
+            point = (device["x"], device["y"])
+            if not seen[robot] or seen[robot][-1] != point:
+                seen[robot].append(point)
+            # Its trail is its history up to now (all of it: the last 8 s of replayed time).
+            reached = path.index(point)
+            assert [tuple(p) for p in device["trail"]] == path[: reached + 1], (robot, device)
+            # Between two readings the marker glides along the segment joining them.
+            if device["screen"] is not None:
+                assert off_path(device["screen"], state, path) < 1.5, (robot, device, replay)
+        if replay["time"] > until:
+            return seen, samples
+        assert time.monotonic() < deadline, f"the replay never reached {until}: {replay}"
+        time.sleep(0.05)
+
+
+def test_history_mode_replays_the_last_minute(dashboard: Dashboard, server: Server) -> None:
+    a, b = unique("replay"), unique("replay")
+    t0 = round(time.time()) - 20.0
+    publish_path(server, a, PATH_A, t0)
+    publish_path(server, b, PATH_B, t0 + 0.5)
+    wait_archived(server, [a, b], 12, t0)
+    # Once both are drawn, the live plane has fitted them: its view is settled.
+    before = dashboard.wait(
+        lambda s: all(
+            (d := dashboard.device(r, s)) is not None
+            and (d["x"], d["y"]) == path[-1]
+            and d["screen"] is not None
+            for r, path in ((a, PATH_A), (b, PATH_B))
+        ),
+        "both robots live",
+    )
+    page = dashboard.page
+
+    # The history button loads the last minute of the fleet; the slider spans that window.
+    page.click("#history-toggle")
+    state = dashboard.wait(lambda s: history(s)["status"] == "loaded", "the last minute", 30)
+    replay = history(state)
+    assert state["mode"] == "history"
+    assert page.get_attribute("#history-toggle", "aria-pressed") == "true"
+    assert replay["to"] - replay["from"] == pytest.approx(60, abs=0.01)
+    assert abs(replay["to"] - time.time()) < 30
+    assert replay["from"] < t0 and t0 + 6 < replay["to"]
+    assert float(page.get_attribute(SLIDER, "min") or "nan") == pytest.approx(replay["from"])
+    assert float(page.get_attribute(SLIDER, "max") or "nan") == pytest.approx(replay["to"])
+    assert replay["readings"] >= 12
+    assert "readings of" in page.inner_text("#history .history-status")
+    # It starts at the first reading in the window (ours or an earlier test's).
+    assert replay["from"] <= replay["time"] <= t0
+
+    # Playing at 1x moves both markers through the published positions, in order.
+    seek(dashboard, t0 - 0.5)
+    dashboard.wait(
+        lambda s: all((d := dashboard.device(r, s)) and d["screen"] is None for r in (a, b)),
+        "neither robot to have reported yet",
+    )
+    page.click(PLAY)
+    dashboard.wait(lambda s: history(s)["playing"], "the replay to play")
+    assert page.get_attribute(PLAY, "aria-label") == "Pause"
+    seen, samples = play_through(dashboard, {a: PATH_A, b: PATH_B}, t0 + 5.6)
+    assert seen == {a: PATH_A, b: PATH_B}
+    assert replay_rate(samples[0], samples[-1]) == pytest.approx(1, rel=0.02)
+
+    # Pausing stops the clock and the markers.
+    page.click(PLAY)
+    paused = dashboard.wait(lambda s: not history(s)["playing"], "the replay to pause")
+    assert page.get_attribute(PLAY, "aria-label") == "Play"
+    time.sleep(0.5)
+    still = dashboard.state()
+    assert history(still)["time"] == history(paused)["time"]
+    assert [dashboard.device(r, still)["screen"] for r in (a, b)] == [  # type: ignore[index]
+        dashboard.device(r, paused)["screen"]  # type: ignore[index]
+        for r in (a, b)
+    ]
+
+    # At 10x the same readings go by ten times as fast; space plays and pauses.
+    page.select_option("#history select[name=speed]", "10")
+    seek(dashboard, t0 - 0.5)
+    page.focus(SLIDER)
+    page.keyboard.press(" ")
+    dashboard.wait(lambda s: history(s)["playing"] and history(s)["speed"] == 10, "10x")
+    seen, samples = play_through(dashboard, {a: PATH_A}, t0 + 5.1)
+    assert seen[a][-1] == PATH_A[-1] and seen[a] == sorted(seen[a], key=PATH_A.index)
+    assert replay_rate(samples[0], samples[-1]) == pytest.approx(10, rel=0.02)
+    page.keyboard.press(" ")
+    dashboard.wait(lambda s: not history(s)["playing"], "space to pause")
+
+    # The selected robot's whole track is drawn as the server simplified it for the zoom.
+    dashboard.select_in_list(a)
+    for zoom in ("none", "out"):
+        if zoom == "out":
+            for _ in range(3):
+                page.click('[data-zoom="out"]')
+        state = dashboard.wait(
+            lambda s: (
+                (t := history(s)["track"]) is not None
+                and t["deviceId"] == a
+                and t["state"] == "loaded"
+                and t["tolerance"] == track_tolerance(s["view"]["scale"])
+                and t["drawn"] == t["count"]
+            ),
+            f"the simplified track (zoom {zoom})",
+        )
+        track, replay = history(state)["track"], history(state)
+        answer = server.get(
+            f"/api/devices/{a}/history?from={replay['from']}&to={replay['to']}"
+            f"&simplify={track['tolerance']}"
+        ).json()
+        assert track["points"] == [[p["x"], p["y"]] for p in answer["points"]]
+        assert track["points"] == [[0.0, 0.0], [3.0, 0.0], [3.0, 2.0]]
+    assert track["tolerance"] > 0.01
+
+    # Back to live: the plane looks where it did, and a new reading shows.
+    page.click('#history [data-action="live"]')
+    back = dashboard.wait(
+        lambda s: s["mode"] == "live" and s["view"] == before["view"], "the live view back"
+    )
+    assert page.locator("#history").is_hidden()
+    assert page.get_attribute("#history-toggle", "aria-pressed") == "false"
+    assert back["selected"] is None and not back["following"]
+    assert back["history"]["track"] is None
+    publish(server, a, x=42.0, y=24.0)
+    dashboard.wait(
+        lambda s: (
+            s["connection"] == "live"
+            and (d := dashboard.device(a, s)) is not None
+            and at(d, s, 42.0, 24.0)
+        ),
+        "the new live reading",
+    )
+
+
+def local(seconds: float) -> str:
+    """Epoch seconds as a datetime-local input takes them (local time)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(seconds))
+
+
+def test_history_of_one_device_in_a_custom_window(dashboard: Dashboard, server: Server) -> None:
+    robot, other = unique("custom"), unique("custom")
+    t0 = round(time.time()) - 30.0
+    publish_path(server, robot, PATH_A, t0)
+    publish_path(server, other, PATH_B, t0)
+    wait_archived(server, [robot, other], 12, t0)
+    page = dashboard.page
+    page.click("#history-toggle")
+    dashboard.wait(lambda s: history(s)["status"] == "loaded", "the last minute", 30)
+
+    page.fill("#history input[name=device]", robot)
+    page.select_option("#history select[name=preset]", "custom")
+    page.fill("#history input[name=from]", local(t0 - 1))
+    page.fill("#history input[name=to]", local(t0 + 12))
+    page.click("#history button[type=submit]")
+    state = dashboard.wait(
+        lambda s: history(s)["status"] == "loaded" and history(s)["device"] == robot,
+        "the custom window",
+        30,
+    )
+    replay = history(state)
+    assert (replay["from"], replay["to"]) == (t0 - 1, t0 + 12)
+    assert replay["readings"] == len(PATH_A)
+    assert [d["id"] for d in state["devices"]] == [robot]
+
+    # Space from the page (not from a control) plays it to the end of the window.
+    page.select_option("#history select[name=speed]", "60")
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press(" ")
+    end = dashboard.wait(
+        lambda s: not history(s)["playing"] and history(s)["time"] == t0 + 12, "the end", 30
+    )
+    device = dashboard.device(robot, end)
+    assert device is not None and (device["x"], device["y"]) == PATH_A[-1]
+    assert device["stale"]  # seven seconds after its last reading
+
+
+def test_history_mode_says_when_the_lake_is_off(browser: Browser, tmp_path: Path) -> None:
+    require("mosquitto")
+    srv = start_server(tmp_path, "--lake", "off")
+    try:
+        dashboard = open_dashboard(browser, srv.http + "/")
+        page = dashboard.page
+        page.click("#history-toggle")
+        dashboard.wait(lambda s: history(s)["status"] == "off", "the lake-off message")
+        status = page.locator("#history .history-status")
+        assert status.is_visible()
+        assert "History is off" in status.inner_text()
+        assert "--lake off" in status.inner_text()
+        assert page.locator(PLAY).is_disabled() and page.locator(SLIDER).is_disabled()
+        page.click('#history [data-action="live"]')
+        dashboard.wait(lambda s: s["mode"] == "live" and s["connection"] == "live", "live again")
+        dashboard.expect_console_error("status of 503")
         page.context.close()
         assert dashboard.errors == []
     finally:

@@ -35,6 +35,24 @@ export async function getJson(path) {
   }
 }
 
+/**
+ * GET a page of the history API.
+ * @returns {Promise<{ok: true, body: object} | {ok: false, status: number | null, reason: string}>}
+ *   `status` 503 means the lake is off or failing; null, that the server was not reached.
+ */
+export async function getHistory(path, signal) {
+  let response;
+  try {
+    response = await fetch(path, { cache: "no-store", signal });
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    return { ok: false, status: null, reason: `server unreachable (${error.message})` };
+  }
+  const body = await response.json().catch(() => null);
+  if (response.ok && body) return { ok: true, body };
+  return { ok: false, status: response.status, reason: describe(body?.detail) ?? response.statusText };
+}
+
 /** FastAPI's `detail`: a string for our own errors, a list of problems for validation errors. */
 function describe(detail) {
   if (typeof detail === "string") return detail;

@@ -1,20 +1,25 @@
 // The live dashboard: wires the stream, the fleet model and the views, and runs the one loop
 // that draws. WebSocket frames only change the model; the plane is drawn on animation frames
 // and the DOM panels are refreshed a few times per second, however fast frames arrive.
+// In history mode the views show a replay instead of the live fleet, which keeps receiving
+// frames, so going back to live shows the present at once.
 
 import { DeviceDetails } from "./details.js";
 import { Fleet, GLIDE_MS } from "./fleet.js";
 import { FleetList } from "./fleetlist.js";
 import { FloorPlan } from "./floorplan.js";
+import { HistoryMode } from "./history.js";
 import { FrameStats } from "./perf.js";
 import { PipelineStatus } from "./pipeline.js";
 import { Plane } from "./plane.js";
+import { ReplayFleet } from "./replay.js";
 import { CoordinateStream } from "./stream.js";
 
 const PANEL_REFRESH_MS = 250;
 const IDLE_REDRAW_MS = 100; // trails fade and robots go stale even when nothing arrives
 
 const fleet = new Fleet();
+const replay = new ReplayFleet();
 const frameStats = new FrameStats();
 let selected = null;
 let lastFrameAt = -Infinity;
@@ -41,13 +46,41 @@ const floorPlan = new FloorPlan(
     plane.invalid = true;
   },
 );
+let liveView = null; // where the plane looked and what was selected before history mode
+const historyMode = new HistoryMode(
+  document.getElementById("history"),
+  document.getElementById("history-toggle"),
+  {
+    replay,
+    live: fleet,
+    plane,
+    selected: () => selected,
+    onEnter: () => {
+      liveView = { plane: plane.view(), selected, following: plane.following };
+      showFleet(replay, null);
+    },
+    onLoad: () => {
+      if (selected !== null && !replay.devices.has(selected)) select(null);
+      plane.autoFit();
+      list.invalid = true;
+      details.invalid = true;
+    },
+    onLeave: () => {
+      const view = liveView;
+      liveView = null;
+      showFleet(fleet, view.plane);
+      select(fleet.devices.has(view.selected) ? view.selected : null);
+      plane.setFollowing(selected !== null && view.following);
+    },
+  },
+);
 const connection = document.getElementById("connection");
 const scheme = location.protocol === "https:" ? "wss" : "ws";
 const stream = new CoordinateStream(`${scheme}://${location.host}/coordinates`, {
   onFrame: (frame) => {
     fleet.applyFrame(frame);
     lastFrameAt = performance.now();
-    if (selected !== null && !fleet.devices.has(selected)) select(null);
+    if (!historyMode.active && selected !== null && !fleet.devices.has(selected)) select(null);
   },
   onStatus: showConnection,
 });
@@ -58,6 +91,13 @@ function select(id, reveal = false) {
   list.select(id);
   details.show(id);
   if (reveal && id !== null) list.reveal(id);
+}
+
+/** Puts the live fleet or the replay in the plane, the list and the details panel. */
+function showFleet(model, view) {
+  plane.setFleet(model, view);
+  list.setFleet(model);
+  details.setFleet(model);
 }
 
 function showConnection() {
@@ -82,15 +122,18 @@ let lastPanels = -Infinity;
 
 function animate(now) {
   requestAnimationFrame(animate);
+  const replaying = historyMode.active;
+  if (replaying) historyMode.tick(now);
+  const model = replaying ? replay : fleet;
   const needsDraw =
     plane.invalid ||
-    fleet.changed !== drawnChange ||
-    now - lastFrameAt < GLIDE_MS || // markers are still gliding
+    model.changed !== drawnChange ||
+    (!replaying && now - lastFrameAt < GLIDE_MS) || // markers are still gliding
     now - lastDraw >= IDLE_REDRAW_MS;
   let drawMs = null;
   if (needsDraw) {
     const started = performance.now();
-    drawnChange = fleet.changed;
+    drawnChange = model.changed;
     plane.draw(now);
     lastDraw = now;
     drawMs = performance.now() - started;
@@ -100,13 +143,29 @@ function animate(now) {
     lastPanels = now;
     list.render();
     details.render();
+    if (replaying) historyMode.render();
     if (stream.status === "live") showConnection();
   }
 }
 
 document.addEventListener("keydown", (event) => {
   if (event.key === "Escape" && !(event.target instanceof HTMLInputElement)) select(null);
+  // Space plays and pauses a replay, except where it types or presses the focused control.
+  if (event.key === " " && historyMode.active && !typesOrPresses(event.target)) {
+    event.preventDefault();
+    historyMode.togglePlay();
+  }
 });
+
+function typesOrPresses(target) {
+  if (target instanceof HTMLInputElement) return target.type !== "range";
+  return (
+    target instanceof HTMLButtonElement ||
+    target instanceof HTMLSelectElement ||
+    target instanceof HTMLTextAreaElement ||
+    (target instanceof HTMLElement && target.isContentEditable)
+  );
+}
 for (const button of document.querySelectorAll("[data-zoom]")) {
   const actions = { in: () => plane.zoom(1.5), out: () => plane.zoom(1 / 1.5), fit: () => plane.fit() };
   button.addEventListener("click", actions[button.dataset.zoom]);
@@ -116,6 +175,7 @@ for (const button of document.querySelectorAll("[data-zoom]")) {
 // connection on purpose (as a network would) to watch it recover.
 window.iotstream = Object.freeze({
   state: () => ({
+    mode: historyMode.active ? "history" : "live",
     connection: stream.status,
     lastSeq: stream.lastSeq,
     counts: { ...stream.counts },
@@ -124,7 +184,9 @@ window.iotstream = Object.freeze({
     following: plane.following,
     view: { center: [...plane.center], scale: plane.scale, width: plane.width, height: plane.height },
     background: plane.background ? { url: plane.background.url, rect: plane.backgroundRect() } : null,
-    devices: [...fleet.devices.values()].map((device) => ({
+    history: historyMode.debug(),
+    // The devices the plane shows: the live fleet, or in history mode the replay.
+    devices: [...plane.fleet.devices.values()].map((device) => ({
       id: device.id,
       x: device.state.x,
       y: device.state.y,
@@ -137,10 +199,12 @@ window.iotstream = Object.freeze({
           device.screen[0] <= plane.width &&
           device.screen[1] <= plane.height,
       ),
-      stale: fleet.isStale(device),
-      ageSeconds: fleet.ageSeconds(device),
+      stale: plane.fleet.isStale(device),
+      ageSeconds: plane.fleet.ageSeconds(device),
       rate: device.rate,
       fields: { ...device.state },
+      // A replayed trail is history: its points, to compare with what was published.
+      trail: plane.fleet === replay ? trailPoints(device) : null,
     })),
   }),
   perf: () => frameStats.summary(),
@@ -148,6 +212,12 @@ window.iotstream = Object.freeze({
   dropConnection: (holdMs = 0) => stream.drop(holdMs),
   loseFrames: (count = 1) => stream.loseFrames(count),
 });
+
+function trailPoints(device) {
+  const points = [];
+  device.trail.forEach((t, x, y) => points.push([x, y]));
+  return points;
+}
 
 floorPlan.start();
 pipeline.start();

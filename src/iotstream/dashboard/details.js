@@ -46,6 +46,13 @@ export class DeviceDetails {
     this.invalid = true;
   }
 
+  /** Show the device in another fleet (the live one or a replay). */
+  setFleet(fleet) {
+    this.fleet = fleet;
+    this._rendered = "";
+    this.invalid = true;
+  }
+
   setFollowing(following) {
     this.follow.setAttribute("aria-pressed", String(following));
   }

@@ -46,6 +46,13 @@ export class FleetList {
     this.invalid = true;
   }
 
+  /** List another fleet (the live one or a replay). */
+  setFleet(fleet) {
+    this.fleet = fleet;
+    this._sortedFor = -1;
+    this.invalid = true;
+  }
+
   /** Scrolls the list so the device's row is in view. */
   reveal(id) {
     this._filter();

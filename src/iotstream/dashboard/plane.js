@@ -46,6 +46,8 @@ export class Plane {
     this.selected = null;
     this.following = false;
     this.background = null; // {image, originX, originY, scale, opacity}
+    this.track = null; // a whole track to draw under the robots: {points: [x0, y0, x1, ...], color}
+    this.trackDrawn = 0; // vertices of the track in the last frame drawn
     this.invalid = true;
     this.width = 0;
     this.height = 0;
@@ -79,6 +81,38 @@ export class Plane {
       this.center = [wx - (sx - this.width / 2) / this.scale, wy + (sy - this.height / 2) / this.scale];
     }
     this._userMoved();
+  }
+
+  /**
+   * Draw another fleet (the live one or a replay, which has the same face). `view`, from
+   * `view()`, puts back where the plane looked before; without it the plane fits the fleet.
+   */
+  setFleet(fleet, view = null) {
+    this.fleet = fleet;
+    this._fittedMembership = view ? view.fittedMembership : -1;
+    this._autoFit = view ? view.autoFit : true;
+    if (view) {
+      this.center = [...view.center];
+      this.scale = view.scale;
+    }
+    this.invalid = true;
+  }
+
+  /** Where the plane looks, for `setFleet` to come back to. */
+  view() {
+    return {
+      center: [...this.center],
+      scale: this.scale,
+      autoFit: this._autoFit,
+      fittedMembership: this._fittedMembership,
+    };
+  }
+
+  /** Fit the fleet as soon as it has positions (again), until the user moves the view. */
+  autoFit() {
+    this._autoFit = true;
+    this._fittedMembership = -1;
+    this.invalid = true;
   }
 
   /** Show every robot. */
@@ -125,6 +159,7 @@ export class Plane {
     ctx.fillRect(0, 0, this.width, this.height);
     this._drawBackground();
     this._drawGrid();
+    if (this.track || this.trackDrawn) this._drawTrack();
     const onScreen = this._placeDevices(nowMs);
     const crowded = onScreen.length > (this._crowded ? CROWDED_BELOW : CROWDED_ABOVE);
     this._crowded = crowded;
@@ -150,16 +185,23 @@ export class Plane {
     this.ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   }
 
-  /** Frames every positioned device; false when there is none (or no room yet). */
+  /**
+   * Frames every positioned device (a replay: everywhere its robots go in the window); false
+   * when there is none (or no room yet).
+   */
   _fit() {
     let minX = Infinity, minY = Infinity, maxX = -Infinity, maxY = -Infinity;
-    for (const device of this.fleet.devices.values()) {
-      if (!device.hasPosition) continue;
-      const { x, y } = device.state;
-      minX = Math.min(minX, x);
-      maxX = Math.max(maxX, x);
-      minY = Math.min(minY, y);
-      maxY = Math.max(maxY, y);
+    if (this.fleet.extent) {
+      [minX, minY, maxX, maxY] = this.fleet.extent() ?? [Infinity, Infinity, -Infinity, -Infinity];
+    } else {
+      for (const device of this.fleet.devices.values()) {
+        if (!device.hasPosition) continue;
+        const { x, y } = device.state;
+        minX = Math.min(minX, x);
+        maxX = Math.max(maxX, x);
+        minY = Math.min(minY, y);
+        maxY = Math.max(maxY, y);
+      }
     }
     if (minX === Infinity || this.width === 0) return false;
     const { left, right, top, bottom } = FIT_MARGIN;
@@ -256,6 +298,39 @@ export class Plane {
     for (let y = Math.ceil(y0 / major) * major; y <= y1; y += major) {
       ctx.fillText(formatMetres(y, major), 4, this.toScreen(0, y)[1] + 2);
     }
+  }
+
+  /** The selected device's whole track (a replay's), thin and translucent, its vertices dotted. */
+  _drawTrack() {
+    const track = this.track;
+    this.trackDrawn = 0;
+    if (!track || track.points.length < 2) return;
+    const { ctx, scale } = this;
+    const { points } = track;
+    const ox = this.width / 2 - this.center[0] * scale;
+    const oy = this.height / 2 + this.center[1] * scale;
+    const line = new Path2D();
+    const dots = new Path2D();
+    const dotted = points.length <= 4000; // vertices show how far the track was simplified
+    for (let i = 0; i < points.length; i += 2) {
+      const sx = ox + points[i] * scale;
+      const sy = oy - points[i + 1] * scale;
+      if (i === 0) line.moveTo(sx, sy);
+      else line.lineTo(sx, sy);
+      if (dotted) {
+        dots.moveTo(sx + 2, sy);
+        dots.arc(sx, sy, 2, 0, 2 * Math.PI);
+      }
+    }
+    ctx.strokeStyle = PALETTE[track.color];
+    ctx.fillStyle = PALETTE[track.color];
+    ctx.lineWidth = 1.5;
+    ctx.lineJoin = "round";
+    ctx.globalAlpha = 0.5;
+    ctx.stroke(line);
+    if (dotted) ctx.fill(dots);
+    ctx.globalAlpha = 1;
+    this.trackDrawn = points.length / 2;
   }
 
   _drawTrails(crowded) {
