@@ -30,6 +30,7 @@ NAMES = [
     "fanout-100",
     "fanout-500",
     "memory-10k",
+    "history",
 ]
 
 
@@ -79,6 +80,14 @@ def _say(text: str) -> None:
 def _line(result: dict[str, Any]) -> str:
     if "error" in result:
         return f"  failed: {result['error']}"
+    if result.get("kind") == "history":
+        lake = result["lake"]
+        timed = ", ".join(
+            f"{q['name']} {q['points']:,} points {q['clientMs']['median']} ms "
+            f"(server {q['serverMs']['median']} ms)"
+            for q in result["queries"]
+        )
+        return f"  {lake['bytesPerReading']} bytes/reading on disk; {timed}"
     latency = result.get("latency") or {}
     generator = result.get("generator") or {}
     return (
@@ -86,6 +95,11 @@ def _line(result: dict[str, Any]) -> str:
         f"{', SHORT' if generator.get('fellShort') else ''}), p99 {latency.get('p99Ms')} ms, "
         f"loss-free {result.get('lossFree')}, sustained {result.get('sustained')}"
         + (f" ({', '.join(result['problems'])})" if result.get("problems") else "")
+        + (
+            f", lake {result['lake']['missing']} lost / {result['lake']['duplicates']} dup"
+            if "lake" in result
+            else ""
+        )
     )
 
 

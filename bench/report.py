@@ -16,6 +16,11 @@ MARKDOWN = "results.md"
 LATENCY_PNG = "latency.png"
 THROUGHPUT_PNG = "throughput.png"
 CEILING_SHARE = 0.75
+HISTORY_TARGETS = [
+    ("hour-json", "one device-hour (36,000 points) as JSON", 50),
+    ("day-simplified", "one device-day simplified to 0.05 m", 200),
+    ("day-parquet", "one device-day (864,000 points) as Parquet", 300),
+]
 
 
 def _find(results: dict[str, Any], name: str, mode: str = "embedded") -> dict[str, Any] | None:
@@ -71,6 +76,29 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             False,
         ),
     ]
+    lake_loss = None
+    if best is not None and "lake" in best:
+        lake_loss = best["lake"]["missing"] + best["lake"]["duplicates"]
+    rows += [
+        (
+            "max sustained with the archiver on, as a share of the ceiling",
+            ">= 0.7",
+            ratio,
+            0.7,
+            True,
+        ),
+        ("readings lost or duplicated in the lake at max sustained", "<= 0", lake_loss, 0, False),
+    ]
+    history = _find(results, "history")
+    timed = {q["name"]: q for q in history["queries"]} if history is not None else {}
+    for name, label, bound in HISTORY_TARGETS:
+        query = timed.get(name)
+        value = None if query is None else query["clientMs"]["median"]
+        rows.append((f"{label}, client median (ms)", f"<= {bound}", value, bound, False))
+    per_reading = None if history is None else history["lake"]["tsXyBytesPerReading"]
+    rows.append(
+        ("bytes on disk per reading for ts, x, y after compaction", "<= 8", per_reading, 8, False)
+    )
     return [
         {
             "target": target,
@@ -193,6 +221,68 @@ def _steps(scenario: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _lake(results: dict[str, Any]) -> list[str]:
+    """Lake loss per embedded scenario, and the history scenario's figures."""
+    lines: list[str] = []
+    counted = [
+        s
+        for s in results["scenarios"]
+        if "lake" in s and "error" not in s and s["kind"] != "history"
+    ]
+    if counted:
+        lines += [
+            "## The lake after each run (archiver on)",
+            "",
+            "| scenario | readings sent | rows in the lake | lost | duplicated |",
+            "|---|---|---|---|---|",
+        ]
+        for s in counted:
+            lake = s["lake"]
+            lines.append(
+                f"| {s['name']} ({s['mode']}) | {_n(lake['sent'])} | {_n(lake['rows'])} "
+                f"| {_n(lake['missing'])} | {_n(lake['duplicates'])} |"
+            )
+        lines.append("")
+    history = _find(results, "history")
+    failed = [s for s in results["scenarios"] if s["name"] == "history" and "error" in s]
+    if history is None:
+        if failed:
+            lines += ["## History", "", f"Failed: {failed[0]['error']}", ""]
+        return lines
+    lake = history["lake"]
+    columns = ", ".join(f"{k} {v}" for k, v in lake["columnBytesPerReading"].items())
+    lines += [
+        "## History",
+        "",
+        f"- {_n(lake['points'])} readings of one device at 10 Hz, loaded in "
+        f"{lake['loadSeconds']} s, compacted in {lake['compactSeconds']} s into "
+        f"{lake['files']} file(s): {_n(lake['bytesOnDisk'])} bytes, "
+        f"{lake['bytesPerReading']} bytes per reading ({lake['tsXyBytesPerReading']} for ts, x, "
+        f"y); per column: {columns}",
+        "- client: request to last byte over loopback; server: `Server-Timing` total, what the "
+        "server did before the first byte (*streamed*: the body was still being encoded "
+        "after it). Medians of "
+        f"{history['queries'][0]['repeats']} requests after one untimed request.",
+        "",
+        "| query | points | bytes | client ms (min-max) | first byte ms | server ms "
+        "| server parts ms | target ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for q in history["queries"]:
+        client, server = q["clientMs"], q["serverMs"]
+        parts = ", ".join(f"{k} {v}" for k, v in q["serverTiming"].items() if k != "total")
+        target = "-" if q["targetMs"] is None else f"{q['targetMs']:g}"
+        if q["met"] is not None:
+            target += " (met)" if q["met"] else " (**not met**)"
+        lines.append(
+            f"| {q['title']} | {_n(q['points'])} | {_n(q['bytes'])} "
+            f"| {client['median']} ({client['min']}-{client['max']}) "
+            f"| {q['firstByteMs']['median']} | {server['median']}"
+            f"{' streamed' if q['serverStreamed'] else ''} | {parts} | {target} |"
+        )
+    return [*lines, ""]
+
+
 def _source(results: dict[str, Any]) -> str:
     before, after = results["source"], results["sourceAfter"]
     text = f"- source: commit {before['commit']}"
@@ -232,7 +322,8 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = [results["ceiling"]] if results.get("ceiling") else []
-    lines += [_row(s) for s in [*rows, *results["scenarios"]]]
+    served = [s for s in results["scenarios"] if s["kind"] != "history"]
+    lines += [_row(s) for s in [*rows, *served]]
     lines += ["", "## Targets (embedded mode)", "", "| target | limit | measured | met |"]
     lines.append("|---|---|---|---|")
     for t in results["targets"]:
@@ -243,6 +334,7 @@ def markdown(results: dict[str, Any]) -> str:
         )
         lines.append(f"| {t['target']} | {t['limit']} | {shown} | {met} |")
     lines.append("")
+    lines += _lake(results)
     for scenario in [*rows, *results["scenarios"]]:
         if scenario.get("steps") and len(scenario["steps"]) > 1:
             lines += _steps(scenario)
@@ -273,7 +365,7 @@ def _latency_points(results: dict[str, Any], mode: str) -> list[tuple[float, dic
         if (
             scenario["mode"] != mode
             or "error" in scenario
-            or scenario["kind"] in ("fanout", "memory")
+            or scenario["kind"] in ("fanout", "memory", "history")
         ):
             continue
         if scenario["kind"] == "ramp":

@@ -12,13 +12,18 @@ its WebSocket watchers, then runs the generator for ``warmup + window`` seconds:
 - latency: each device state in each update frame, at each client, from ``sent`` to the
   frame's arrival, for states sent after the warm-up;
 - CPU (percent of one core, over the window) and RSS of every process of the system, the
-  generator and the watchers, sampled from /proc.
+  generator and the watchers, sampled from /proc;
+- loss in the lake (embedded mode, whose archiver is on): once the server has stopped, its
+  ``readings`` table against what the generator sent, per device and ``seq``.
+
+``history`` loads one device-day into a lake and times history requests (``bench.lake``).
 
 ``max-throughput`` and ``ceiling`` ramp the rate: up in steps until a step is not
 *sustained*, then halve the interval between the best sustained and the first failed rate.
 A step is sustained when the generator reached its rate, nothing was lost, the system took at
 least ``KEEP_UP`` of the sent rate in the window, drained within ``DRAIN_LIMIT`` and (not for
-the ceiling, whose subscriber only counts) latency stayed within ``P50_LIMIT``/``P99_LIMIT``.
+the ceiling, whose subscriber only counts) latency stayed within ``P50_LIMIT``/``P99_LIMIT``,
+and (embedded) the lake holds every reading sent exactly once.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from .resources import ResourceSampler, total
 from .systems import DistributedServer, EmbeddedServer, Engines, System
 from .watchers import Watchers
 
-Kind = Literal["ceiling", "fixed", "ramp", "fanout", "memory"]
+Kind = Literal["ceiling", "fixed", "ramp", "fanout", "memory", "history"]
 
 P50_LIMIT = 0.1
 P99_LIMIT = 0.5
@@ -80,6 +85,8 @@ class Scenario:
     watcher_processes: int
     timing: Timing
     max_steps: int = 1
+    history_seconds: float = 0.0
+    """``history``: seconds of one device at 10 Hz loaded into the lake."""
 
 
 def scenarios(quick: bool) -> dict[str, Scenario]:
@@ -97,6 +104,17 @@ def scenarios(quick: bool) -> dict[str, Scenario]:
                 Scenario("fanout-100", "fanout", "fan-out 100 clients", 100, 10, 10, 2, t),
                 Scenario("fanout-500", "fanout", "fan-out 500 clients", 100, 10, 20, 2, t),
                 Scenario("memory-10k", "memory", "10k devices", 1000, 1, 2, 1, t),
+                Scenario(
+                    "history",
+                    "history",
+                    "history: 10 device-minutes",
+                    1,
+                    10,
+                    0,
+                    0,
+                    t,
+                    history_seconds=600,
+                ),
             )
         }
     fixed, ramp = Timing(2, 8), Timing(2, 5)
@@ -113,6 +131,17 @@ def scenarios(quick: bool) -> dict[str, Scenario]:
             Scenario("fanout-100", "fanout", "fan-out 100 clients", 1000, 10, 100, 2, fixed),
             Scenario("fanout-500", "fanout", "fan-out 500 clients", 1000, 10, 500, 4, fixed),
             Scenario("memory-10k", "memory", "10k devices", 10_000, 1, 4, 1, fixed),
+            Scenario(
+                "history",
+                "history",
+                "history: one device-day at 10 Hz",
+                1,
+                10,
+                0,
+                0,
+                fixed,
+                history_seconds=86_400,
+            ),
         )
     }
 
@@ -270,6 +299,7 @@ def measure(system: System, scenario: Scenario, load: Load) -> dict[str, Any]:
         },
         "sustained": not problems,
         "problems": problems,
+        "sentPerDevice": sent,
     }
 
 
@@ -411,7 +441,18 @@ def run_fixed(
     """A fresh system of ``mode`` under the scenario's load (or ``rate`` msg/s in total)."""
     load = _load(scenario, rate)
     with _system(mode, workdir / load.prefix, engines, load.prefix) as system:
-        return measure(system, scenario, load)
+        result = measure(system, scenario, load)
+        sent = result.pop("sentPerDevice")
+    if mode == "embedded":
+        # The server has stopped: its archiver wrote what it held. Count the lake.
+        from .lake import count_lake
+
+        lake = count_lake(workdir / load.prefix / "data" / "lake", sent)
+        result["lake"] = lake
+        if lake["missing"] or lake["duplicates"]:
+            result["problems"].append("lake loss")
+            result["sustained"] = False
+    return result
 
 
 def run_ceiling(scenario: Scenario, workdir: Path) -> dict[str, Any]:
@@ -461,6 +502,7 @@ def _ramp_result(
             "machine": s["resources"]["machine"],
             "sustained": s["sustained"],
             "problems": s["problems"],
+            **({"lake": s["lake"]} if "lake" in s else {}),
         }
         for s in steps
     ]
@@ -482,6 +524,10 @@ def run(
         result = run_ceiling(scenario, workdir)
     elif scenario.kind == "ramp":
         result = run_ramp(scenario, workdir, ceiling)
+    elif scenario.kind == "history":
+        from .lake import run_history
+
+        result = run_history(workdir / "history", scenario.history_seconds)
     else:
         result = run_fixed(scenario, mode, workdir, engines)
     throughput = result.get("throughput")

@@ -43,6 +43,8 @@ from .generator import HOST, publish_once
 from .workers import StopOnExit
 
 START_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+"""A server stopping writes what its archiver still holds to the lake first."""
 PIPELINE_TIMEOUT = 90.0
 
 
@@ -138,17 +140,19 @@ class System(StopOnExit, ABC):
 
     def stop(self) -> None:
         for process in reversed(self.processes.values()):
-            stop_process(process)
+            stop_process(process, STOP_TIMEOUT)
 
 
 class EmbeddedServer(System):
-    """``iotstream run`` with a managed Mosquitto and default settings, on free ports."""
+    """``iotstream run`` with a managed Mosquitto and default settings (the archiver on, its
+    lake under ``<workdir>/data/lake``), on free ports; ``extra`` options are added."""
 
     mode = "embedded"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra: list[str] | None = None) -> None:
         super().__init__(workdir)
         self._mqtt_port = free_port()
+        self.extra = extra or []
 
     @property
     def mqtt_port(self) -> int:
@@ -165,6 +169,7 @@ class EmbeddedServer(System):
                     "--data-dir", str(self.workdir / "data"),
                     "--broker", "mosquitto",
                     "--log-level", "warning",
+                    *self.extra,
                 ],
             )  # fmt: skip
             self._wait_healthy("server")

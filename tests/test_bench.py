@@ -27,6 +27,7 @@ WS_LOSS = {
     "clientsClosed", "sizeMismatches",
 }  # fmt: skip
 RESOURCE = {"pid", "cpuPercent", "rssPeakMb", "rssEndMb"}
+LAKE = {"rows", "sent", "missing", "duplicates", "unknownSeq", "countSeconds"}
 
 
 def check_group(group: dict[str, Any], names: set[str]) -> None:
@@ -98,8 +99,34 @@ def test_a_quick_bench_writes_every_result(tmp_path: Path) -> None:
     steps = by_name["max-throughput"]["steps"]
     assert steps and {"targetRate", "throughput", "latency", "sustained"} <= set(steps[0])
 
+    for result in by_name.values():  # the archiver is on: the lake is counted after each run
+        lake = result["lake"]
+        assert set(lake) == LAKE and lake["sent"] == result["generator"]["sent"]
+    assert "lake" in steps[0]
+
     targets = results["targets"]
-    assert [set(t) for t in targets] == [{"target", "limit", "value", "met"}] * 5
+    assert [set(t) for t in targets] == [{"target", "limit", "value", "met"}] * 11
     markdown = (out / "results.md").read_text()
     for name in ("ceiling", *by_name):
         assert f"| {name} (" in markdown
+
+
+def test_a_quick_history_bench_times_every_query(tmp_path: Path) -> None:
+    require("mosquitto")
+    out = tmp_path / "results"
+    assert main(["--quick", "--scenarios", "history", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    [history] = results["scenarios"]
+    assert "error" not in history, history.get("error")
+    lake = history["lake"]
+    assert lake["points"] == 6000 and lake["files"] == 1
+    assert lake["bytesPerReading"] > 0 and {"ts", "x", "y"} <= set(lake["columnBytesPerReading"])
+    names = [q["name"] for q in history["queries"]]
+    assert names == ["hour-json", "day-simplified", "day-parquet", "day-json"]
+    for query in history["queries"]:
+        assert query["points"] > 0
+        assert query["clientMs"]["median"] > 0 and query["serverMs"]["median"] > 0
+        assert "lake" in query["serverTiming"]
+    assert history["queries"][2]["points"] == 6000
+    markdown = (out / "results.md").read_text()
+    assert "## History" in markdown and "whole day as Parquet" in markdown

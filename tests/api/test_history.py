@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fastapi import Depends, HTTPException
@@ -609,10 +610,11 @@ async def test_a_failing_lake_is_503_with_the_reason(
     error: Exception,
     fmt: str,
 ) -> None:
-    async def fail(query: ReadingQuery) -> list[dict[str, Any]]:
+    async def fail(query: ReadingQuery, rows: int) -> AsyncIterator[pa.Table]:
         raise error
+        yield  # an async generator, as the lake's
 
-    monkeypatch.setattr(lake, "readings", fail)
+    monkeypatch.setattr(lake, "reading_batches", fail)
     response = await get(client, "/api/devices/robot1/history", format=fmt)
     assert response.status_code == 503
     assert response.json() == {"detail": f"the lake failed: {error}"}
@@ -637,17 +639,18 @@ async def test_a_lake_failing_mid_stream_cuts_the_response(
     client never takes a cut export for a whole one."""
     monkeypatch.setattr(history, "CHUNK", 2)
     await add(lake, *[reading("robot1", t, x=t, y=0.0) for t in range(6)])
-    calls = 0
-    readings = lake.readings
+    batches = lake.reading_batches
 
-    async def fail_later(query: ReadingQuery) -> list[dict[str, Any]]:
-        nonlocal calls
-        calls += 1
-        if calls > 1:
-            raise LakeError("reading readings failed: gone")
-        return await readings(query)
+    async def fail_later(query: ReadingQuery, rows: int) -> AsyncIterator[pa.Table]:
+        # Two chunks are read before the response starts; the third fails after it did.
+        read = 0
+        async for table in batches(query, rows):
+            read += 1
+            if read > 2:
+                raise LakeError("reading readings failed: gone")
+            yield table
 
-    monkeypatch.setattr(lake, "readings", fail_later)
+    monkeypatch.setattr(lake, "reading_batches", fail_later)
     with pytest.raises(history.LakeFailed):
         await get(client, "/api/devices/robot1/history", **WINDOW)
 
@@ -671,3 +674,121 @@ async def test_the_route_dependencies_guard_history(
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         response = await client.get(path)
     assert (response.status_code, response.json()) == (401, {"detail": "no entry"})
+
+
+# --- columns, chunks and spooling -------------------------------------------------------
+
+ODD_FIELDS = [
+    reading("robot1", 1, x=1.0, y=2.0, big=2**70, text='é "q", \n', nested={"a": [1, None]}),
+    reading("robot1", 2, x=1.5, y=2.5),
+    reading("robot1", 3, x=1.0e16, y=-0.0, flag=True),
+    reading("robot1", 4, x=5, y="north"),  # an int and text where floats go
+    reading("robot1", 5, mode="idle"),
+]
+
+
+@pytest.mark.parametrize("fmt", ["json", "ndjson", "geojson"])
+async def test_fields_read_back_as_sent_in_every_json_format(
+    client: httpx.AsyncClient, lake: DeltaLake, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """Chunks of plain rows are encoded from columns, chunks with a coordinate that is not a
+    float a row at a time: both give what was sent."""
+    monkeypatch.setattr(history, "CHUNK", 3)
+    await add(lake, *ODD_FIELDS)
+    response = await get(client, "/api/devices/robot1/history", format=fmt, **WINDOW)
+    assert response.status_code == 200
+    if fmt == "json":
+        assert json.loads(response.content)["points"] == [point(r) for r in ODD_FIELDS]
+    elif fmt == "ndjson":
+        assert [json.loads(line) for line in response.text.splitlines()] == [
+            row(r) for r in ODD_FIELDS
+        ]
+    else:
+        features = json.loads(response.content)["features"]
+        assert [f["geometry"] for f in features] == [
+            {"type": "Point", "coordinates": [1.0, 2.0]},
+            {"type": "Point", "coordinates": [1.5, 2.5]},
+            {"type": "Point", "coordinates": [1.0e16, -0.0]},
+            None,
+            None,
+        ]
+        assert features[0]["properties"]["big"] == 2**70
+        assert features[3]["properties"]["y"] == "north"
+
+
+@pytest.mark.parametrize("fmt", ["json", "ndjson", "csv", "parquet", "geojson"])
+@pytest.mark.parametrize("fields", [False, True])
+async def test_a_page_spooled_to_disk_is_the_page_held_in_memory(
+    client: httpx.AsyncClient,
+    lake: DeltaLake,
+    monkeypatch: pytest.MonkeyPatch,
+    fmt: str,
+    fields: bool,
+) -> None:
+    extra = {"heading": 90} if fields else {}
+    await add(lake, *[reading("robot1", t / 4, x=t / 8, y=1.0, **extra) for t in range(200)])
+    monkeypatch.setattr(history, "CHUNK", 30)
+    params = {"format": fmt, "limit": 150, **WINDOW}
+    held = await get(client, "/api/devices/robot1/history", **params)
+    monkeypatch.setattr(history, "HOLD_BYTES", 0)
+    spooled = await get(client, "/api/devices/robot1/history", **params)
+    assert held.status_code == spooled.status_code == 200
+    assert held.content == spooled.content
+    assert held.headers.get("x-next-cursor") == spooled.headers.get("x-next-cursor")
+    # A page longer than a chunk streams, but CSV and Parquet are encoded while read.
+    assert ("streamed" in held.headers["server-timing"]) == (fmt not in ("csv", "parquet"))
+    monkeypatch.setattr(history, "CHUNK", 1000)
+    whole = await get(client, "/api/devices/robot1/history", **params)
+    assert whole.content == held.content or fmt == "parquet"  # Parquet: one row group less
+    if fmt == "parquet":
+        assert pq.read_table(io.BytesIO(whole.content)) == pq.read_table(io.BytesIO(held.content))
+
+
+async def test_a_simplified_spooled_page_keeps_the_same_points(
+    client: httpx.AsyncClient, lake: DeltaLake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    line = noisy_line(400)
+    await add(lake, *line)
+    monkeypatch.setattr(history, "CHUNK", 64)
+    monkeypatch.setattr(history, "HOLD_BYTES", 0)
+    body = (await get(client, "/api/devices/robot1/history", simplify=0.05, **WINDOW)).json()
+    assert body["points"] == [point(line[0]), point(line[-1])]
+
+
+async def test_server_timing_says_where_the_time_went(
+    client: httpx.AsyncClient, track: None
+) -> None:
+    response = await get(client, "/api/devices/robot1/history", simplify=0.1, **WINDOW)
+    timing = dict(
+        part.strip().split(";dur=") for part in response.headers["server-timing"].split(",")
+    )
+    assert set(timing) == {"lake", "simplify", "encode", "total"}
+    assert all(float(ms) >= 0 for ms in timing.values())
+    assert float(timing["total"]) >= float(timing["lake"])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "ndjson"])
+async def test_columns_a_later_chunk_brings_are_in_the_page(
+    client: httpx.AsyncClient, lake: DeltaLake, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """The page is encoded while it is read with the first chunk's columns; a later chunk
+    with more (a z, a field) makes it encode the page again with all of them."""
+    plain = [reading("robot1", t, x=float(t), y=1.0) for t in range(7)]
+    later = [reading("robot1", 7, x=7.0, y=1.0, z=0.5), reading("robot1", 8, mode="idle")]
+    await add(lake, *plain, *later)
+    monkeypatch.setattr(history, "CHUNK", 3)
+    chunked = await get(client, "/api/devices/robot1/history", format=fmt, **WINDOW)
+    monkeypatch.setattr(history, "CHUNK", 1000)
+    whole = await get(client, "/api/devices/robot1/history", format=fmt, **WINDOW)
+    if fmt == "parquet":
+        table = pq.read_table(io.BytesIO(chunked.content))
+        assert table == pq.read_table(io.BytesIO(whole.content))
+        assert table.column_names == ["deviceId", "timestamp", "receivedAt", "x", "y", "z", "mode"]
+        assert table.to_pylist()[-2:] == [
+            {**row(later[0]), "mode": None},
+            {**row(later[1]), "x": None, "y": None, "z": None},
+        ]
+    else:
+        assert chunked.content == whole.content
+    if fmt == "csv":
+        assert chunked.text.splitlines()[0] == "deviceId,timestamp,receivedAt,x,y,z,mode"

@@ -15,6 +15,7 @@ import pytest
 from deltalake import DeltaTable
 
 from iotstream.lake import RAW_MESSAGES, READINGS, REJECTED, TABLES, RawQuery, ReadingQuery
+from iotstream.lake.base import READING_SCHEMA, reading_rows
 from iotstream.lake.delta import DeltaLake
 from iotstream.models import Batch, DeviceId, RawMessage, Reading, Rejected
 
@@ -329,6 +330,52 @@ class LakeSuite:
             assert not protocol.reader_features and not protocol.writer_features
             assert dt.metadata().partition_columns == ["date"]
             assert "delta.enableDeletionVectors" not in dt.metadata().configuration
+
+    async def test_reading_batches_are_the_rows_as_arrow_columns(self, lake: DeltaLake) -> None:
+        readings = [point(d, T0 + s / 10, float(s), float(-s)) for s in range(25) for d in "ab"]
+        readings += [
+            reading("a", T0 + 0.05, x=5, y="north", heading=90),  # an int, a string
+            reading("b", T0 + 0.15, nested={"deep": [1, None]}),  # no coordinates
+        ]
+        await lake.append(Batch(readings=readings[:20]))
+        await lake.append(Batch(readings=readings[20:]))
+        await lake.compact()
+        query = ReadingQuery(T0, T0 + 100, limit=1_000)
+
+        async def tables(query: ReadingQuery, rows: int) -> list[pa.Table]:
+            return [t async for t in lake.reading_batches(query, rows)]
+
+        got = await tables(query, 7)
+        assert [t.num_rows for t in got[:-1]] == [7] * (len(got) - 1)
+        assert sum(t.num_rows for t in got) == len(readings)
+        assert all(t.schema == READING_SCHEMA for t in got)
+        whole = pa.concat_tables(got)
+        assert reading_rows(whole) == await lake.readings(query)
+        assert [key(r) for r in reading_rows(whole)] == sorted(key(row(r)) for r in readings)
+        odd = reading_rows(whole)[2]
+        assert odd == row(readings[-2]) and type(odd["x"]) is int
+        assert whole.column("x")[2].as_py() == 5.0  # the int is its column too
+        assert whole.column("y")[2].as_py() is None  # the string is not
+        assert whole.column("fields")[0].as_py() is None  # nothing but coordinates
+        # Limit, cursor, device and rect filters as readings() has them; nothing, no table.
+        after = key(reading_rows(whole)[9])
+        paged = await tables(ReadingQuery(T0, T0 + 100, after=after, limit=5, devices=["b"]), 2)
+        assert [key(r) for r in reading_rows(pa.concat_tables(paged))] == [
+            key(r) for r in await lake.readings(ReadingQuery(T0, T0 + 100, ["b"], None, after, 5))
+        ]
+        assert [t.num_rows for t in paged] == [2, 2, 1]
+        assert await tables(ReadingQuery(T0 + 200, T0 + 300), 10) == []
+        assert await tables(ReadingQuery(T0, T0 + 100, devices=[]), 10) == []
+        rect = await tables(ReadingQuery(T0, T0 + 100, rect=(1.5, -3.5, 3.5, 0)), 10)
+        assert pa.concat_tables(rect).column("x").to_pylist() == [2, 2, 3, 3]
+
+    async def test_reading_batches_stop_early_without_harm(self, lake: DeltaLake) -> None:
+        await lake.append(Batch(readings=[point("a", T0 + s, s, 0) for s in range(50)]))
+        batches = lake.reading_batches(EVERYTHING, 10)
+        first = await anext(batches)
+        await batches.aclose()
+        assert first.num_rows == 10
+        assert len(await lake.readings(EVERYTHING)) == 50
 
     async def test_microseconds_are_kept(self, lake: DeltaLake) -> None:
         ts = [T0 + 0.000001, T0 + 0.999999, 1_000_000_000.123456, 0.0]

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable
 
 from iotstream.config import load_settings
 from iotstream.lake import create_lake
 from iotstream.lake.delta import DeltaLake
+from iotstream.models import Batch
 
-from .suite import LakeSuite, Location
+from .suite import T0, LakeSuite, Location, point
 
 
 class TestLocalLake(LakeSuite):
@@ -30,3 +33,23 @@ def test_the_lake_is_on_by_default_under_the_data_dir(tmp_path: Path) -> None:
     assert remote.uri("rejected") == "s3://bucket/some/prefix/rejected"
     settings = load_settings(lake_retention="7", lake_compact_interval="60")
     assert (settings.lake.retention_days, settings.lake.compact_interval) == (7, 60)
+
+
+async def test_compacted_files_keep_times_as_deltas_and_nothing_spark_refuses(
+    tmp_path: Path,
+) -> None:
+    async with DeltaLake(str(tmp_path / "lake"), vacuum_retention_hours=0) as lake:
+        for n in range(3):
+            batch = [point("r1", T0 + n * 100 + s / 10, s / 7, -s / 3) for s in range(1000)]
+            await lake.append(Batch(readings=batch))
+        await lake.compact()
+        [path] = DeltaTable(lake.uri("readings")).file_uris()
+    meta = pq.read_metadata(path)
+    assert meta.num_rows == 3000
+    encodings = {
+        meta.row_group(0).column(i).path_in_schema: set(meta.row_group(0).column(i).encodings)
+        for i in range(meta.num_columns)
+    }
+    assert "DELTA_BINARY_PACKED" in encodings["ts"]
+    assert "DELTA_BINARY_PACKED" in encodings["received_at"]
+    assert not any("BYTE_STREAM_SPLIT" in found for found in encodings.values())

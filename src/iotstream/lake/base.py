@@ -16,6 +16,9 @@ object storage:
 - ``readings(query)`` returns the rows of ``query`` in ascending (timestamp, device id,
   received time) order, at most ``query.limit``; ``query.after`` is the key of the last
   row of the previous page (keyset paging, stable while rows are appended).
+- ``reading_batches(query, rows)`` gives the same rows from one scan, as Arrow tables of at
+  most ``rows`` rows with the columns of ``READING_SCHEMA``: numbers stay in Arrow arrays and
+  the other fields stay JSON text (``reading_rows`` turns a table into ``readings`` rows).
 - ``raw_messages(query)`` likewise for raw messages, by receive time.
 - ``compact()`` rewrites small files into one per partition sorted by device and time,
   and vacuums what no reader needs; it never blocks ``append`` or the queries.
@@ -27,10 +30,14 @@ object storage:
 
 from __future__ import annotations
 
+import json
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
+import pyarrow as pa
 
 from ..errors import IotstreamError
 from ..lifecycle import Component
@@ -40,6 +47,24 @@ READINGS = "readings"
 RAW_MESSAGES = "raw_messages"
 REJECTED = "rejected"
 TABLES = (READINGS, RAW_MESSAGES, REJECTED)
+
+
+READING_SCHEMA = pa.schema(
+    [
+        ("deviceId", pa.string()),
+        ("timestamp", pa.float64()),
+        ("receivedAt", pa.float64()),
+        ("x", pa.float64()),
+        ("y", pa.float64()),
+        ("z", pa.float64()),
+        ("fields", pa.string()),
+    ]
+)
+"""What ``reading_batches`` gives: times in epoch seconds; ``x``, ``y``, ``z`` null when not
+a number; ``fields`` the JSON object of every other field (null when there is none). A
+coordinate sent as anything but a float is also in ``fields``, as sent, and that wins."""
+
+COORDINATE_NAMES = ("x", "y", "z")
 
 
 class LakeError(IotstreamError):
@@ -93,6 +118,11 @@ class Lake(Component):
         ``x``, ``y``, ``z`` when set, and every other field the device reported."""
 
     @abstractmethod
+    def reading_batches(self, query: ReadingQuery, rows: int) -> AsyncGenerator[pa.Table, None]:
+        """The rows of ``readings(query)`` from one scan, at most ``rows`` per table, with the
+        columns of ``READING_SCHEMA``. Close it (``aclose``) when stopping early."""
+
+    @abstractmethod
     async def raw_messages(self, query: RawQuery) -> list[dict[str, Any]]:
         """Rows with ``topic``, ``payload`` (bytes) and ``receivedAt``."""
 
@@ -103,3 +133,31 @@ class Lake(Component):
     @abstractmethod
     async def expire(self, before: float) -> None:
         """Delete every partition of a day that ended before ``before``."""
+
+
+def decode_fields(text: str) -> dict[str, Any]:
+    """The fields of a ``fields`` JSON text (an int beyond 64 bits too, which orjson refuses)."""
+    try:
+        value: dict[str, Any] = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = json.loads(text)
+    return value
+
+
+def reading_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """A ``reading_batches`` table as ``readings`` rows."""
+    columns = [table.column(name).to_pylist() for name in READING_SCHEMA.names]
+    rows: list[dict[str, Any]] = []
+    append = rows.append
+    for device_id, ts, received_at, x, y, z, fields in zip(*columns, strict=True):
+        out: dict[str, Any] = {"deviceId": device_id, "timestamp": ts, "receivedAt": received_at}
+        if x is not None:
+            out["x"] = x
+        if y is not None:
+            out["y"] = y
+        if z is not None:
+            out["z"] = z
+        if fields is not None:
+            out.update(decode_fields(fields))
+        append(out)
+    return rows
