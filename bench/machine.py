@@ -82,7 +82,7 @@ def source() -> dict[str, Any]:
     """The commit of the checkout the bench runs from and the tracked files changed in it:
     the server under test is the installed code, usually this checkout, which may change
     while the bench runs when others work in it."""
-    root = Path(__file__).resolve().parents[3]
+    root = Path(__file__).resolve().parents[1]
 
     def git(*args: str) -> str | None:
         try:

@@ -4,6 +4,7 @@ written and complete, never how fast anything was."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,13 @@ def test_a_quick_bench_writes_every_result(tmp_path: Path) -> None:
         results["machine"]
     )
     assert len(results["loadAverageBefore"]) == len(results["loadAverageAfter"]) == 3
+    head = subprocess.run(
+        ["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
     for source in (results["source"], results["sourceAfter"]):
         assert set(source) == {"commit", "changedFiles"}
+        assert source["commit"] == head  # the checkout the bench ran from
     assert results["distributed"] == {"run": False, "reason": "not asked for (--distributed)"}
 
     ceiling = results["ceiling"]
