@@ -28,7 +28,9 @@ def _add_settings_flags(parser: argparse.ArgumentParser, roles: Sequence[Role]) 
     parser.add_argument("--config", type=Path, help="TOML file with settings (flags and env win)")
     health_port = default_health_port(roles)
     shown_defaults: dict[str, object] = {
-        "metrics_port": "the --http-port listener" if health_port is None else health_port
+        "metrics_port": "the --http-port listener" if health_port is None else health_port,
+        "lake": "on",
+        "lake_url": "<data-dir>/lake",
     }
     groups: dict[str, argparse._ArgumentGroup] = {}
     for option in OPTIONS.values():

@@ -230,7 +230,7 @@ class LakeSettings(Group):
     )
     url: str | None = Field(
         default=None,
-        description="where the Delta tables live: a directory (default: <data-dir>/lake) or "
+        description="where the Delta tables live: a directory or "
         "s3://bucket/prefix, with credentials and endpoint from the AWS_* environment variables",
     )
     retention_days: Annotated[float, Flat("lake_retention")] = Field(

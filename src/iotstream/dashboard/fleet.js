@@ -13,6 +13,23 @@ export const GLIDE_MS = 300; // longest glide of a marker to its reported positi
 const BOOKKEEPING = new Set(["deviceId", "timestamp", "receivedAt"]);
 
 /** The last few seconds of positions, oldest first, in a fixed ring. */
+/** `[minX, minY, maxX, maxY]` of a trail's points (`forEach(visit(t, x, y))`) since time
+ * `since`, or null when there is none: live and replayed trails share it. */
+export function trailBounds(trail, since) {
+  let minX = Infinity;
+  let minY = Infinity;
+  let maxX = -Infinity;
+  let maxY = -Infinity;
+  trail.forEach((t, x, y) => {
+    if (t < since) return;
+    minX = Math.min(minX, x);
+    minY = Math.min(minY, y);
+    maxX = Math.max(maxX, x);
+    maxY = Math.max(maxY, y);
+  });
+  return minX === Infinity ? null : [minX, minY, maxX, maxY];
+}
+
 class Trail {
   constructor() {
     this.points = new Float64Array(TRAIL_CAPACITY * 3); // t, x, y
@@ -44,20 +61,8 @@ class Trail {
     }
   }
 
-  /** `[minX, minY, maxX, maxY]` of the points since time `since`, or null when there is none. */
   bounds(since) {
-    let minX = Infinity;
-    let minY = Infinity;
-    let maxX = -Infinity;
-    let maxY = -Infinity;
-    this.forEach((t, x, y) => {
-      if (t < since) return;
-      minX = Math.min(minX, x);
-      minY = Math.min(minY, y);
-      maxX = Math.max(maxX, x);
-      maxY = Math.max(maxY, y);
-    });
-    return minX === Infinity ? null : [minX, minY, maxX, maxY];
+    return trailBounds(this, since);
   }
 
   _offset(i) {

@@ -4,7 +4,7 @@
 // fleet. Time here is device time (epoch seconds), the time the history API windows on.
 
 import { colorIndex } from "./colors.js";
-import { STALE_SECONDS, TRAIL_SECONDS } from "./fleet.js";
+import { STALE_SECONDS, TRAIL_SECONDS, trailBounds } from "./fleet.js";
 
 const TRAIL_SPACING = 0.2; // seconds between drawn trail points, as in the live trail
 const BOOKKEEPING = new Set(["deviceId", "timestamp", "receivedAt"]);
@@ -31,18 +31,7 @@ class ReplayTrail {
   }
 
   bounds(since) {
-    let minX = Infinity;
-    let minY = Infinity;
-    let maxX = -Infinity;
-    let maxY = -Infinity;
-    this.forEach((t, x, y) => {
-      if (t < since) return;
-      minX = Math.min(minX, x);
-      minY = Math.min(minY, y);
-      maxX = Math.max(maxX, x);
-      maxY = Math.max(maxY, y);
-    });
-    return minX === Infinity ? null : [minX, minY, maxX, maxY];
+    return trailBounds(this, since);
   }
 }
 

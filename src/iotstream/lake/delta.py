@@ -154,6 +154,15 @@ def _encode_fields(fields: dict[str, Any]) -> str | None:
         return json.dumps(fields, ensure_ascii=False)
 
 
+def _timestamps(us: list[int]) -> pa.Array:
+    return pa.array(us, pa.int64()).cast(TIMESTAMP)
+
+
+def _dates(us: list[int]) -> pa.Array:
+    """The partition column: the UTC day of each time."""
+    return pa.array([_day(t) for t in us], pa.int32()).cast(pa.date32())
+
+
 def readings_table(readings: Sequence[Reading]) -> pa.Table:
     """The ``readings`` rows of ``readings``."""
     ts = [micros(r.timestamp) for r in readings]
@@ -177,11 +186,11 @@ def readings_table(readings: Sequence[Reading]) -> pa.Table:
         rest.append(_encode_fields(others))
     columns = [
         pa.array([r.device_id for r in readings], pa.string()),
-        pa.array(ts, pa.int64()).cast(TIMESTAMP),
-        pa.array([micros(r.received_at) for r in readings], pa.int64()).cast(TIMESTAMP),
+        _timestamps(ts),
+        _timestamps([micros(r.received_at) for r in readings]),
         *(pa.array(coords[name], pa.float64()) for name in COORDINATES),
         pa.array(rest, pa.string()),
-        pa.array([_day(us) for us in ts], pa.int32()).cast(pa.date32()),
+        _dates(ts),
     ]
     return pa.Table.from_arrays(columns, schema=SCHEMAS[READINGS])
 
@@ -191,8 +200,8 @@ def raw_table(messages: Sequence[RawMessage]) -> pa.Table:
     columns = [
         pa.array([m.topic for m in messages], pa.string()),
         pa.array([m.payload for m in messages], pa.binary()),
-        pa.array(received, pa.int64()).cast(TIMESTAMP),
-        pa.array([_day(us) for us in received], pa.int32()).cast(pa.date32()),
+        _timestamps(received),
+        _dates(received),
     ]
     return pa.Table.from_arrays(columns, schema=SCHEMAS[RAW_MESSAGES])
 
@@ -205,8 +214,8 @@ def rejected_table(rejected: Sequence[Rejected]) -> pa.Table:
         pa.array([r.size for r in rejected], pa.int64()),
         pa.array([r.reason for r in rejected], pa.string()),
         pa.array([r.detail for r in rejected], pa.string()),
-        pa.array(received, pa.int64()).cast(TIMESTAMP),
-        pa.array([_day(us) for us in received], pa.int32()).cast(pa.date32()),
+        _timestamps(received),
+        _dates(received),
     ]
     return pa.Table.from_arrays(columns, schema=SCHEMAS[REJECTED])
 
