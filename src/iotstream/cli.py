@@ -28,15 +28,13 @@ def _add_settings_flags(parser: argparse.ArgumentParser, roles: Sequence[Role]) 
     parser.add_argument("--config", type=Path, help="TOML file with settings (flags and env win)")
     health_port = default_health_port(roles)
     shown_defaults: dict[str, object] = {
-        "metrics_port": "the --http-port listener" if health_port is None else health_port,
-        "lake": "on",
-        "lake_url": "<data-dir>/lake",
+        "metrics_port": "the --http-port listener" if health_port is None else health_port
     }
     groups: dict[str, argparse._ArgumentGroup] = {}
     for option in OPTIONS.values():
         if option.title not in groups:
             groups[option.title] = parser.add_argument_group(option.title)
-        default = shown_defaults.get(option.name, option.default)
+        default = shown_defaults.get(option.name, option.shown_default)
         shown = ",".join(default) if isinstance(default, list) else default
         groups[option.title].add_argument(
             option.flag,

@@ -47,6 +47,14 @@ class Flat:
     name: str
 
 
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """Field metadata: how ``--help`` and the docs show a default that the value does not
+    say well (``on`` for ``True``, a path derived from another setting for ``None``)."""
+
+    text: str
+
+
 def _split_commas(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -224,11 +232,11 @@ class MetricsSettings(Group):
 class LakeSettings(Group):
     title = "History (Delta Lake)"
 
-    enabled: Annotated[bool, Flat("lake")] = Field(
+    enabled: Annotated[bool, Flat("lake"), Shown("on")] = Field(
         default=True,
         description="keep every event in Delta Lake tables for the history API; off disables it",
     )
-    url: str | None = Field(
+    url: Annotated[str | None, Shown("<data-dir>/lake")] = Field(
         default=None,
         description="where the Delta tables live: a directory or "
         "s3://bucket/prefix, with credentials and endpoint from the AWS_* environment variables",
@@ -295,6 +303,12 @@ class Option:
     @property
     def default(self) -> Any:
         return self.field.get_default(call_default_factory=True)
+
+    @property
+    def shown_default(self) -> Any:
+        """The default as ``--help`` shows it."""
+        shown = next((m.text for m in self.field.metadata if isinstance(m, Shown)), None)
+        return self.default if shown is None else shown
 
 
 def _options() -> dict[str, Option]:
