@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import platform
 import socket
 from contextlib import AsyncExitStack
 
 import pytest
 
 from harness import free_port
+from iotstream import heap
 from iotstream.errors import ConfigError
 from iotstream.server import _listen
 
@@ -30,3 +32,9 @@ async def test_a_busy_port_is_refused_with_the_flag_that_named_it() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=f"127.0.0.1:{port} \\(--metrics-port\\)"):
             _listen(stack, "127.0.0.1", port, "--metrics-port")
+
+
+def test_glibc_keeps_freed_memory_for_the_next_batch() -> None:
+    """The allocator tuning applies on glibc (Debian, the Docker image): mallopt accepts it."""
+    assert platform.libc_ver()[0] == "glibc"
+    assert heap.keep_freed_memory() is True

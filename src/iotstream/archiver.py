@@ -60,12 +60,17 @@ class _Pending:
         self.count = 0
         self.first: dict[str, int] = {}
         """The smallest offset of each source."""
+        self.last: dict[str, int] = {}
+        """The offset of the last event from each source."""
 
     def add(self, batch: Batch, positions: Sequence[Position]) -> None:
-        first = self.first
-        for source, offset in positions:
+        first, last = self.first, self.last
+        # Events share positions (the memory bus: one per published batch): each once.
+        for source, offset in set(positions):
             if offset < first.get(source, offset + 1):
                 first[source] = offset
+            if offset > last.get(source, -1):
+                last[source] = offset
         start = 0
         for kind in EVENT_KINDS.values():
             events = batch.of(kind)
@@ -87,15 +92,7 @@ class _Pending:
         self.count = sum(len(events) for events in self.events.values())
         for source in sources:
             self.first.pop(source, None)
-
-    def last_offsets(self) -> dict[str, int]:
-        """The offset of the last event from each source."""
-        last: dict[str, int] = {}
-        for positions in self.positions.values():
-            for source, offset in positions:
-                if offset > last.get(source, -1):
-                    last[source] = offset
-        return last
+            self.last.pop(source, None)
 
 
 class _LakePlacement(Placement):
@@ -238,7 +235,7 @@ class Archiver(Component):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 # Some tables may have committed before the failure: ask them again.
-                await self._read_versions(list(self._pending.last_offsets()))
+                await self._read_versions(list(self._pending.last))
                 rows, _ = self._new_rows()
                 if not rows:
                     return
@@ -252,7 +249,7 @@ class Archiver(Component):
         pending = self._pending
         if not pending.count:
             return
-        last = pending.last_offsets()
+        last = dict(pending.last)
         rows, left_out = self._new_rows()
         if rows:
             transactions = {self.app_id(source): offset for source, offset in last.items()}

@@ -73,6 +73,10 @@ class Reading:
     timestamp: float
     """Device time in epoch seconds; the receive time when the device sent none."""
     received_at: float
+    payload: bytes | None = field(default=None, compare=False, repr=False)
+    """The JSON object these fields were decoded from, when the parser made the reading from
+    a coordinates message (whose ``x``, ``y`` and ``z`` it made floats): the lake copies the
+    other fields from it as sent instead of encoding them again."""
 
 
 @dataclass(slots=True, frozen=True)

@@ -39,6 +39,7 @@ DEFAULT_MAX_PAYLOAD = 64 * 1024
 SENSORS = "sensors"
 COORDINATES = "coordinates"
 SCALAR_COORDS = {"coordX": "x", "coordY": "y", "coordZ": "z"}
+COORDINATE_NAMES = ("x", "y", "z")
 # Epoch seconds stay below 1e11 until the year 5138; larger values are milliseconds
 # (and above 1e14, microseconds).
 _MILLIS = 1e11
@@ -87,12 +88,17 @@ def _coordinates(device_id: DeviceId, payload: bytes, received_at: float) -> Rea
         raise _Reject("not_an_object", "coordinates payload is not a JSON object")
     if "x" not in document or "y" not in document:
         raise _Reject("invalid_coordinate", "coordinates need numeric 'x' and 'y'")
-    fields = {k: v for k, v in document.items() if k not in RESERVED_FIELDS}
-    fields["x"] = _number(document["x"], "x")
-    fields["y"] = _number(document["y"], "y")
-    if "z" in document:
-        fields["z"] = _number(document["z"], "z")
-    return Reading(device_id, fields, _timestamp(document.get(TIMESTAMP), received_at), received_at)
+    # The document is ours (just decoded): it becomes the fields, in place.
+    timestamp = document.get(TIMESTAMP)
+    if not RESERVED_FIELDS.isdisjoint(document):
+        for name in RESERVED_FIELDS:
+            document.pop(name, None)
+    for name in COORDINATE_NAMES:
+        if name in document and type(document[name]) is not float:
+            document[name] = _number(document[name], name)
+    return Reading(
+        device_id, document, _timestamp(timestamp, received_at), received_at, payload
+    )
 
 
 def _scalar(text: str) -> Any:

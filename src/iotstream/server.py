@@ -30,7 +30,7 @@ from .commands import CommandService
 from .config import OPTIONS, MqttEndpoint, Settings
 from .errors import ConfigError
 from .health import HasHealth
-from .heap import tune_garbage_collection
+from .heap import keep_freed_memory, tune_garbage_collection
 from .hub import Hub
 from .ingest import Ingest
 from .lake import Lake, create_lake
@@ -326,6 +326,7 @@ async def serve(settings: Settings, roles: Sequence[Role] = ROLES) -> None:
     _check_engines(settings, roles)
     stop = _stop_event()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    keep_freed_memory()
     async with AsyncExitStack() as stack:
         # Ports first: a busy one fails before anything started.
         api_socket, health_socket = _bind(settings, roles, stack)

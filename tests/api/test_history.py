@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -390,17 +389,6 @@ async def test_text_where_a_coordinate_goes_is_no_position(
     ).json()
     [feature] = [f for f in collection["features"] if f["geometry"] is None]
     assert feature["properties"]["x"] == "north"
-
-
-def test_simplify_keeps_indices_of_first_last_and_far_points() -> None:
-    x = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
-    y = np.array([0.0, 0.01, 1.0, 0.01, 0.0])
-    assert history.simplify(x, y, 0.1).tolist() == [0, 1, 2, 3, 4]
-    assert history.simplify(x, y, 0.5).tolist() == [0, 2, 4]
-    assert history.simplify(x, y, 2.0).tolist() == [0, 4]
-    still = np.zeros(5)
-    assert history.simplify(still, still, 0.1).tolist() == [0, 4]
-    assert history.simplify(x[:1], y[:1], 0.1).tolist() == [0]
 
 
 # --- time -------------------------------------------------------------------------------

@@ -44,7 +44,6 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as compute
 import pyarrow.parquet as pq
-import shapely  # type: ignore[import-untyped]
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
@@ -52,6 +51,7 @@ from fastapi.responses import Response, StreamingResponse
 from ..errors import InvalidDeviceId, IotstreamError
 from ..lake.base import Lake, RawQuery, ReadingKey, ReadingQuery, reading_rows
 from ..models import DEVICE_ID, RECEIVED_AT, TIMESTAMP, DeviceId
+from ..simplify import simplify
 from .dependencies import KnownDeviceIdPath, LakeDep
 from .schemas import ERROR
 
@@ -473,19 +473,6 @@ class Plan:
             kept_rows = pa.concat_tables(picked)
             for start in range(0, kept_rows.num_rows, CHUNK):
                 yield kept_rows.slice(start, CHUNK).combine_chunks()
-
-
-def simplify(x: np.ndarray, y: np.ndarray, tolerance: float) -> np.ndarray:
-    """Indices of the points Ramer-Douglas-Peucker keeps at ``tolerance`` metres: always
-    the first and the last; every point when the tolerance is 0."""
-    n = len(x)
-    if n <= 2 or tolerance <= 0:
-        return np.arange(n)
-    # GEOS keeps the coordinates it keeps whole, so a point's index rides along as its z.
-    line = shapely.linestrings(np.column_stack((x, y, np.arange(n, dtype=np.float64))))
-    simple = shapely.simplify(line, tolerance, preserve_topology=False)
-    kept = shapely.get_coordinates(simple, include_z=True)[:, 2].astype(np.int64)
-    return np.union1d(kept, [0, n - 1])
 
 
 def _positioned(table: pa.Table) -> pa.Array | None:

@@ -48,12 +48,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import (
+    ColumnProperties,
+    CommitProperties,
+    DeltaTable,
+    Transaction,
+    WriterProperties,
+    write_deltalake,
+)
 from deltalake._internal import DeltaFileSystemHandler
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.fs import DeltaStorageHandler
@@ -61,6 +69,7 @@ from deltalake.transaction import AddAction, RemoveAction
 
 from ..health import Health
 from ..models import Batch, RawMessage, Reading, Rejected
+from ..simplify import warm as warm_simplify
 from .base import (
     RAW_MESSAGES,
     READINGS,
@@ -72,6 +81,8 @@ from .base import (
     ReadingQuery,
     reading_rows,
 )
+from .fields import cut_fields, encode_fields
+from .fields import warm as warm_cut
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +91,6 @@ T = TypeVar("T")
 MICROS = 1_000_000
 DAY_MICROS = 86_400 * MICROS
 COORDINATES = ("x", "y", "z")
-COORDINATES_SET = frozenset(COORDINATES)
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 PARTITION = "date"
 
@@ -127,8 +137,18 @@ SORT_KEYS: dict[str, list[str]] = {
 }
 # Row groups small enough for that skipping to matter (a device-hour at 10 Hz is 36,000 rows).
 ROW_GROUP_ROWS = 128 * 1024
+# Compaction names its files so; a query of one device over such files, one per day, reads
+# them day by day in the order it needs and skips the sort (``_presorted``).
+SORTED_FILE_PREFIX = "sorted-"
+_PARTITION_DIR = re.compile(rf"/{PARTITION}=(\d{{4}}-\d{{2}}-\d{{2}})/([^/]+)$")
 
 COMMIT_RETRIES = 20
+# The archiver's files live until compaction rewrites them: written cheaply, without trying
+# a dictionary on every column (half the cost of an append) but the device ids.
+APPEND_WRITER = WriterProperties(
+    default_column_properties=ColumnProperties(dictionary_enabled=False),
+    column_properties={"device_id": ColumnProperties(dictionary_enabled=True)},
+)
 READ_BATCH_ROWS = 100_000
 
 
@@ -145,51 +165,50 @@ def _day_text(day: int) -> str:
     return (date(1970, 1, 1) + timedelta(days=day)).isoformat()
 
 
-def _encode_fields(fields: dict[str, Any]) -> str | None:
-    if not fields:
-        return None
-    try:
-        return orjson.dumps(fields).decode()
-    except TypeError:  # an int beyond 64 bits, which orjson refuses and json keeps
-        return json.dumps(fields, ensure_ascii=False)
-
-
-def _timestamps(us: list[int]) -> pa.Array:
+def _timestamps(us: list[int] | np.ndarray) -> pa.Array:
     return pa.array(us, pa.int64()).cast(TIMESTAMP)
 
 
-def _dates(us: list[int]) -> pa.Array:
+def _dates(us: list[int] | np.ndarray) -> pa.Array:
     """The partition column: the UTC day of each time."""
-    return pa.array([_day(t) for t in us], pa.int32()).cast(pa.date32())
+    return pa.array(np.asarray(us, np.int64) // DAY_MICROS, pa.int32()).cast(pa.date32())
+
+
+def _micros_array(seconds: list[float]) -> np.ndarray:
+    """``micros`` of every value at once (the same rounding: half to even)."""
+    return np.rint(np.array(seconds, np.float64) * MICROS).astype(np.int64)
 
 
 def readings_table(readings: Sequence[Reading]) -> pa.Table:
     """The ``readings`` rows of ``readings``."""
-    ts = [micros(r.timestamp) for r in readings]
-    coords: dict[str, list[float | None]] = {name: [] for name in COORDINATES}
-    rest: list[str | None] = []
-    for reading in readings:
-        others = reading.fields
-        if not COORDINATES_SET.isdisjoint(others):
-            others = dict(others)
-            for name in COORDINATES:
-                value = others.get(name)
+    ts = _micros_array([r.timestamp for r in readings])
+    fields = [r.fields for r in readings]
+    # What came from a coordinates message: float x and y (and z), the rest cut from it.
+    rest, slow = cut_fields([r.payload or b"" for r in readings])
+    xs: list[Any] = [f.get("x") for f in fields]
+    ys: list[Any] = [f.get("y") for f in fields]
+    zs: list[Any] = [f.get("z") for f in fields]
+    if len(slow):
+        texts: list[str | None] = rest.to_pylist()
+        for i in slow.tolist():
+            others = dict(fields[i])
+            for name, column in (("x", xs), ("y", ys), ("z", zs)):
+                value: Any = others.get(name)
                 kind = type(value)
                 if kind is float:
                     del others[name]
-                    coords[name].append(value)
-                else:
-                    coords[name].append(float(value) if kind is int else None)  # type: ignore[arg-type]
-        else:
-            for name in COORDINATES:
-                coords[name].append(None)
-        rest.append(_encode_fields(others))
+                else:  # kept as sent; a column is a double or null (bool is no int here)
+                    column[i] = float(value) if kind is int else None
+            texts[i] = encode_fields(others)
+        rest = pa.array(texts, pa.string())
     columns = [
         pa.array([r.device_id for r in readings], pa.string()),
         _timestamps(ts),
-        _timestamps([micros(r.received_at) for r in readings]),
-        *(pa.array(coords[name], pa.float64()) for name in COORDINATES),
-        pa.array(rest, pa.string()),
+        _timestamps(_micros_array([r.received_at for r in readings])),
+        pa.array(xs, pa.float64()),
+        pa.array(ys, pa.float64()),
+        pa.array(zs, pa.float64()),
+        rest,
         _dates(ts),
     ]
     return pa.Table.from_arrays(columns, schema=SCHEMAS[READINGS])
@@ -276,6 +295,10 @@ class DeltaLake(Lake):
 
     async def start(self) -> None:
         await self._call(self._create_tables, "creating the tables")
+        # Compiled loops of appends and history reads: loaded from numba's cache (compiled
+        # on a first start) here, not while the event loop waits on the first batch.
+        await asyncio.to_thread(warm_cut)
+        await asyncio.to_thread(warm_simplify)
         self._health = Health(True, f"Delta tables under {self.url}")
 
     async def stop(self) -> None:
@@ -352,6 +375,7 @@ class DeltaLake(Lake):
                         partition_by=[PARTITION],
                         storage_options=self.storage_options,
                         commit_properties=properties,
+                        writer_properties=APPEND_WRITER,
                     )
                 )
 
@@ -465,12 +489,15 @@ class DeltaLake(Lake):
         order = "ts, received_at" if one else "ts, device_id, received_at"
         # Whole microseconds as doubles are exact below 2**53 (the year 2255), so the division
         # gives the nearest float, as the contract says.
-        sql = (
+        select = (
             'SELECT device_id AS "deviceId", epoch_us(ts) / 1e6 AS "timestamp",'
             ' epoch_us(received_at) / 1e6 AS "receivedAt", x, y, z, fields'
-            " FROM {source} WHERE " + " AND ".join(where) + f" ORDER BY {order} LIMIT $limit"
+            " FROM {source} WHERE " + " AND ".join(where)
         )
-        return self._stream(READINGS, _day(start), _day(end), sql, params, rows)
+        sql = f"{select} ORDER BY {order} LIMIT $limit"
+        # Compacted days hold one device's rows in this order already (``_presorted``).
+        presorted = f"{select} LIMIT $limit" if one else None
+        return self._stream(READINGS, _day(start), _day(end), sql, params, rows, presorted)
 
     def _raw(self, query: RawQuery) -> list[dict[str, Any]]:
         if query.limit <= 0:
@@ -511,9 +538,12 @@ class DeltaLake(Lake):
         sql: str,
         params: dict[str, Any],
         rows: int,
+        presorted: str | None = None,
     ) -> tuple[duckdb.DuckDBPyConnection, pa.RecordBatchReader] | None:
         """``sql`` over ``name``'s files of the days, as a cursor and a reader of its result
-        ``rows`` at a time (the cursor holds what the reader reads: close it after)."""
+        ``rows`` at a time (the cursor holds what the reader reads: close it after).
+        ``presorted``: the same query without its sort, run instead when every file is one
+        that compaction sorted, one per day, read day by day."""
         if first_day > last_day:
             return None
         partitions = [
@@ -521,15 +551,16 @@ class DeltaLake(Lake):
             (PARTITION, "<=", _day_text(last_day)),
         ]
         for attempt in range(3):
-            source, keep = self._source(name, partitions)
+            source, keep, ordered = self._source(name, partitions, presorted is not None)
             if source is None:
                 return None
             cursor = self._duck.cursor()
             try:
                 if keep is not None:
                     cursor.register("lake_source", keep)
+                text = presorted if ordered and presorted is not None else sql
                 # A relation streams its result to Arrow (a DB-API result copies it first).
-                relation = cursor.sql(sql.format(source=source), params=params)
+                relation = cursor.sql(text.format(source=source), params=params)
                 return cursor, relation.to_arrow_reader(rows)
             except duckdb.IOException:
                 # Vacuum removed a file of the snapshot (it outlived the retention): re-list.
@@ -551,7 +582,7 @@ class DeltaLake(Lake):
             (PARTITION, "<=", _day_text(last_day)),
         ]
         for attempt in range(3):
-            source, keep = self._source(name, partitions)
+            source, keep, _ = self._source(name, partitions)
             if source is None:
                 return []
             cursor = self._duck.cursor()
@@ -567,9 +598,13 @@ class DeltaLake(Lake):
                 cursor.close()
         raise AssertionError("unreachable")
 
-    def _source(self, name: str, partitions: list[tuple[str, str, str]]) -> tuple[str | None, Any]:
+    def _source(
+        self, name: str, partitions: list[tuple[str, str, str]], presorted: bool = False
+    ) -> tuple[str | None, Any, bool]:
         """What DuckDB reads for ``name``'s current rows in ``partitions``: a
-        ``read_parquet`` of the files, or a registered pyarrow dataset on object storage."""
+        ``read_parquet`` of the files, or a registered pyarrow dataset on object storage;
+        with ``presorted``, whether they are sorted files listed day by day (``_presorted``),
+        which DuckDB then reads in that order (it keeps a scan's order without ORDER BY)."""
         entry = self._tables[name]
         with entry.lock:
             if entry.snapshot is None:
@@ -582,10 +617,13 @@ class DeltaLake(Lake):
                 dataset = entry.snapshot.to_pyarrow_dataset(file_pruning_predicate=partitions)
         if self.local:
             if not files:
-                return None, None
-            quoted = ", ".join("'" + path.replace("'", "''") + "'" for path in files)
-            return f"read_parquet([{quoted}], hive_partitioning = false)", None
-        return "lake_source", dataset
+                return None, None, False
+            ordered = _presorted(files) if presorted else None
+            listed = files if ordered is None else ordered
+            quoted = ", ".join("'" + path.replace("'", "''") + "'" for path in listed)
+            source = f"read_parquet([{quoted}], hive_partitioning = false)"
+            return source, None, ordered is not None
+        return "lake_source", dataset, False
 
     # --- maintenance ------------------------------------------------------------------------
 
@@ -624,7 +662,7 @@ class DeltaLake(Lake):
         replaced = [a for a in actions if str(a[f"partition.{PARTITION}"]) == day]
         if len(replaced) < 2:
             return 0
-        relative = f"{PARTITION}={day}/part-00000-{uuid.uuid4()}-c000.zstd.parquet"
+        relative = f"{PARTITION}={day}/{SORTED_FILE_PREFIX}{uuid.uuid4()}.zstd.parquet"
         columns = ", ".join(f.name for f in SCHEMAS[name] if f.name != PARTITION)
         order = ", ".join(SORT_KEYS[name])
         cursor = self._duck.cursor()
@@ -724,6 +762,18 @@ def _write_sorted(batches: pa.RecordBatchReader, target: str, name: str) -> int:
             writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
             rows += table.num_rows
     return rows
+
+
+def _presorted(files: Sequence[str]) -> list[str] | None:
+    """``files`` in day order when each is a file compaction sorted and no day has two (the
+    rows of one device then come in time order); else ``None``."""
+    days: dict[str, str] = {}
+    for path in files:
+        found = _PARTITION_DIR.search(path)
+        if found is None or not found[2].startswith(SORTED_FILE_PREFIX) or found[1] in days:
+            return None
+        days[found[1]] = path
+    return [days[day] for day in sorted(days)]
 
 
 def _next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
