@@ -4,7 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run demo test lint typecheck pytest clean services services-down system-packages bench
+.PHONY: run demo test lint typecheck pytest clean services services-down system-packages bench \
+	spark-stream
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +18,10 @@ $(VENV)/.run-installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.run-installed $(VENV)/.spark-installed
+
+$(VENV)/.spark-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[spark]'
 	touch $@ $(VENV)/.run-installed
 
 ## run: start the embedded server (Mosquitto when it can be installed, else the in-process broker)
@@ -39,6 +44,13 @@ services: system-packages
 
 services-down:
 	$(PYTHON) -m harness down
+
+## spark-stream: Spark Structured Streaming from `make services`' Kafka into the lake's device_minutes
+spark-stream: $(VENV)/.spark-installed
+	@scripts/system-packages.sh maven:mvn openjdk-17-jre-headless:java
+	@# Delta Lake's, the Kafka source's and S3A's jars, fetched by Maven once (harness/spark/pom.xml).
+	jars=$$($(BIN)/python -m harness.spark) && IOTSTREAM_SPARK_JARS="$$jars" \
+		$(BIN)/iotstream spark stream --kafka-bootstrap 127.0.0.1:$${IOTSTREAM_KAFKA_PORT:-9092} $(ARGS)
 
 ## test: install what the tests need, then lint, type-check and run every test
 test: system-packages $(VENV)/.dev-installed lint typecheck pytest

@@ -20,6 +20,10 @@ The S3 server is s3proxy (a real S3 API over a local directory, from Maven Centr
 clients sign with ``S3_ACCESS_KEY`` / ``S3_SECRET_KEY``, and a bucket is a directory of its
 data dir (``Service.workdir / "data"``), so ``s3_bucket`` makes one without a client.
 
+The jars a pyspark session needs beyond the wheel's (Delta Lake, the Kafka source, S3A) are fetched
+the same way from ``harness/spark/pom.xml`` into ``spark-<version>-<pom hash>/libs``
+(``ensure_spark_jars``; ``python -m harness.spark`` prints the directory).
+
 Needs ``mosquitto`` and ``redis-server`` (Debian: apt-get install -y mosquitto redis-server), and
 for Kafka ``java`` 17+ (or $JAVA_HOME/bin/java) and ``mvn``. Linux only: liveness is read from
 /proc.
@@ -477,3 +481,24 @@ def start_s3(port: int, workdir: Path) -> Service:
     service = Service("s3proxy", (port,), workdir, argv, s3_probe, start_timeout=60.0)
     service.start()
     return service
+
+
+# --- Spark (jars for pyspark sessions; no server) ------------------------------------------
+
+SPARK_POM = Path(__file__).resolve().parent / "spark" / "pom.xml"
+
+
+def spark_version() -> str:
+    """The Spark release harness/spark/pom.xml is for (the pyspark version of the extra)."""
+    return pom_version(SPARK_POM, "spark.version")
+
+
+def spark_libs_dir() -> Path:
+    return jars_dir(SPARK_POM, "spark", spark_version())
+
+
+def ensure_spark_jars() -> Path:
+    """The directory of the jars a pyspark session needs beyond the wheel's own (Delta Lake, the
+    Kafka source and S3A, about 36 MB), fetched by Maven the first time; give it to the session
+    as ``IOTSTREAM_SPARK_JARS``."""
+    return ensure_jars(SPARK_POM, spark_libs_dir(), "Spark")

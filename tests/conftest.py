@@ -11,9 +11,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 # The engines and processes, started and stopped as the bench and `make services` do.
 import harness
@@ -227,6 +231,33 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Serv
     yield from _started(
         lambda: harness.start_s3(harness.free_port(), tmp_path_factory.mktemp("s3"))
     )
+
+
+@pytest.fixture(scope="session")
+def spark_jars() -> Path:
+    """The directory of the jars a Spark session needs beyond pyspark's (Delta Lake, the Kafka
+    source, S3A), fetched by Maven once into the cache; ``IOTSTREAM_SPARK_JARS`` for a
+    subprocess."""
+    require("java")
+    require("mvn")
+    from harness.engines import ensure_spark_jars
+
+    return ensure_spark_jars()
+
+
+@pytest.fixture(scope="session")
+def spark(spark_jars: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
+    """One local SparkSession (Delta Lake, the Kafka source) for the whole run, stopped with its
+    JVM at the end. Tests share it: give each its own table paths and temporary view names."""
+    from iotstream.spark.session import SparkSettings, jar_files, spark_session, stop_session
+
+    warehouse = tmp_path_factory.mktemp("spark-warehouse")
+    settings = SparkSettings(
+        jars=jar_files([str(spark_jars)]), conf={"spark.sql.warehouse.dir": str(warehouse)}
+    )
+    session = spark_session(settings)
+    yield session
+    stop_session(session)
 
 
 @pytest.fixture(scope="module")

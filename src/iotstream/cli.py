@@ -67,6 +67,71 @@ def _simulate(args: argparse.Namespace) -> None:
     asyncio.run(simulate(fleet, endpoint, args.rate, args.duration))
 
 
+def _spark_stream(args: argparse.Namespace) -> None:
+    from .errors import ConfigError
+    from .spark.stream import StreamSettings, run
+
+    settings = load_settings(
+        args.config,
+        kafka_bootstrap=args.kafka_bootstrap,
+        kafka_topic=args.kafka_topic,
+        lake_url=args.lake_url,
+        data_dir=args.data_dir,
+        log_level=args.log_level,
+    )
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if settings.kafka.bootstrap is None:
+        raise ConfigError("iotstream spark stream needs --kafka-bootstrap")
+    stream = StreamSettings(
+        kafka_bootstrap=settings.kafka.bootstrap,
+        lake_url=settings.lake.url or str(settings.data_dir / "lake"),
+        topic=settings.kafka.topic,
+        checkpoint=args.checkpoint,
+        watermark=args.watermark,
+        trigger=args.trigger,
+        max_records=args.max_records,
+    )
+    run(stream)
+
+
+def _add_spark_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    spark = commands.add_parser("spark", help="Spark jobs on the bus and the lake")
+    jobs = spark.add_subparsers(dest="job", required=True)
+    stream = jobs.add_parser(
+        "stream",
+        help="per-device minutes from Kafka into the lake's device_minutes table",
+        description="Spark Structured Streaming from the Kafka topic into the device_minutes "
+        "Delta table of the lake, exactly once across restarts. Spark's jars come from "
+        "IOTSTREAM_SPARK_JARS, else IOTSTREAM_SPARK_PACKAGES (Maven, at start); the cluster "
+        f"from IOTSTREAM_SPARK_MASTER (default local[2]). {LAYERING}",
+    )
+    stream.add_argument("--config", type=Path, help="TOML file with settings (flags and env win)")
+    stream.add_argument("--kafka-bootstrap", help="Kafka bootstrap servers (host:port,...)")
+    stream.add_argument("--kafka-topic", help="topic of the bus's records (default: mqtt-messages)")
+    stream.add_argument("--lake-url", help="the lake: a directory or s3://bucket/prefix")
+    stream.add_argument("--data-dir", help="the lake is <data-dir>/lake without --lake-url")
+    stream.add_argument(
+        "--checkpoint",
+        help="the query's checkpoint (default: <lake>/_checkpoints/device_minutes)",
+    )
+    stream.add_argument(
+        "--watermark",
+        type=float,
+        default=60.0,
+        help="seconds of device time a reading may come late and still count (default: 60)",
+    )
+    stream.add_argument(
+        "--trigger", type=float, default=10.0, help="seconds between micro-batches (default: 10)"
+    )
+    stream.add_argument(
+        "--max-records", type=int, default=None, help="at most this many records per micro-batch"
+    )
+    stream.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    stream.set_defaults(handler=_spark_stream)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="iotstream", description="Real-time coordinate streaming for fleets of IoT robots."
@@ -95,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     sim.add_argument("--seed", type=int, default=None, help="seed for reproducible paths")
     sim.set_defaults(handler=_simulate)
+    _add_spark_commands(commands)
     return parser
 
 
