@@ -382,10 +382,20 @@ def _java_argv(libs: Path, main_class: str, *args: str, jvm_opts: Sequence[str] 
     ]  # fmt: skip
 
 
+def kafka_cluster_id(random_bytes: Callable[[int], bytes] = os.urandom) -> str:
+    """A new KRaft cluster id (16 random bytes, URL-safe base64), never starting with ``-``:
+    the storage tool would read such an id as an option (one id in 64 did), so Kafka's own
+    generator draws again then, and so does this."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes(16)).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _format_kafka_storage(libs: Path, config: Path, data_dir: Path) -> None:
     if (data_dir / "meta.properties").is_file():
         return
-    cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+    cluster_id = kafka_cluster_id()
     argv = _java_argv(
         libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)
     )

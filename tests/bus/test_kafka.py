@@ -253,3 +253,13 @@ class TestKafkaBus(BusSuite):
         # Nothing was committed: the second member reads its sources from the beginning.
         assert {p.source for p, _ in got} <= set(second_placement.assigned_sources)
         assert got, "the second member read nothing of the sources it got"
+
+
+def test_a_cluster_id_never_starts_with_a_dash() -> None:
+    """Kafka's storage tool reads an id starting with '-' as an option: draw another."""
+    from harness.engines import kafka_cluster_id
+
+    draws = iter([b"\xf8" + bytes(15), bytes(16)])  # 0xf8... encodes to "-A..."
+    assert kafka_cluster_id(lambda n: next(draws)) == "A" * 22
+    ids = {kafka_cluster_id() for _ in range(2000)}
+    assert len(ids) == 2000 and not any(i.startswith("-") for i in ids)
