@@ -96,9 +96,7 @@ def _coordinates(device_id: DeviceId, payload: bytes, received_at: float) -> Rea
     for name in COORDINATE_NAMES:
         if name in document and type(document[name]) is not float:
             document[name] = _number(document[name], name)
-    return Reading(
-        device_id, document, _timestamp(timestamp, received_at), received_at, payload
-    )
+    return Reading(device_id, document, _timestamp(timestamp, received_at), received_at, payload)
 
 
 def _scalar(text: str) -> Any:
