@@ -31,6 +31,7 @@ NAMES = [
     "fanout-500",
     "memory-10k",
     "history",
+    "analytics",
 ]
 
 
@@ -88,6 +89,10 @@ def _line(result: dict[str, Any]) -> str:
             for q in result["queries"]
         )
         return f"  {lake['bytesPerReading']} bytes/reading on disk; {timed}"
+    if result.get("kind") == "analytics":
+        from .analytics import summary_line
+
+        return summary_line(result)
     latency = result.get("latency") or {}
     generator = result.get("generator") or {}
     return (

@@ -99,6 +99,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows.append(
         ("bytes on disk per reading for ts, x, y after compaction", "<= 8", per_reading, 8, False)
     )
+    rows += _analytics_targets(_find(results, "analytics"))
     return [
         {
             "target": target,
@@ -227,7 +228,7 @@ def _lake(results: dict[str, Any]) -> list[str]:
     counted = [
         s
         for s in results["scenarios"]
-        if "lake" in s and "error" not in s and s["kind"] != "history"
+        if "lake" in s and "error" not in s and s["kind"] not in ("history", "analytics")
     ]
     if counted:
         lines += [
@@ -283,6 +284,91 @@ def _lake(results: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _analytics_targets(found: dict[str, Any] | None) -> list[tuple[str, str, Any, float, bool]]:
+    """The analytics scenario's targets: seconds of ``iotstream analyze``, query medians."""
+    analyze = {r["engine"]: r["seconds"] for r in found["analyze"]} if found else {}
+    queries = found["queries"] if found else {}
+    fleet = (
+        f"{found['lake']['devices']} devices x {found['lake']['seconds'] / 3600:g} h"
+        if found
+        else "a fleet-day"
+    )
+    return [
+        (f"iotstream analyze, DuckDB, {fleet} (s)", "<= 15", analyze.get("duckdb"), 15, False),
+        (
+            f"iotstream analyze, Spark local[2], {fleet} (s)",
+            "<= 90",
+            analyze.get("spark"),
+            90,
+            False,
+        ),
+        (
+            "trips, stops and summary of one device-day, DuckDB, median (ms)",
+            "<= 300",
+            queries.get("deviceDay", {}).get("medianMs"),
+            300,
+            False,
+        ),
+        (
+            "heatmap of the fleet's day, DuckDB, median (ms)",
+            "<= 1000",
+            queries.get("fleetHeatmap", {}).get("medianMs"),
+            1000,
+            False,
+        ),
+    ]
+
+
+def _analytics(results: dict[str, Any]) -> list[str]:
+    """The analytics scenario: its lake, ``iotstream analyze`` per engine, the on-demand
+    queries, and the prediction errors per model."""
+    found = _find(results, "analytics")
+    failed = [s for s in results["scenarios"] if s["name"] == "analytics" and "error" in s]
+    if found is None:
+        return ["## Analytics", "", f"Failed: {failed[0]['error']}", ""] if failed else []
+    lake = found["lake"]
+    lines = [
+        "## Analytics",
+        "",
+        f"- {_n(lake['readings'])} readings ({lake['devices']} devices x {lake['seconds']:g} s "
+        f"at 10 Hz of drives, turns, stops and silences), loaded in {lake['loadSeconds']} s, "
+        f"compacted in {lake['compactSeconds']} s.",
+        "- `iotstream analyze` (every derived table of the day), start to exit: "
+        + ", ".join(f"{r['engine']} {r['seconds']} s ({r['wrote']})" for r in found["analyze"])
+        + ("" if found["spark"]["run"] else f"; Spark not run: {found['spark']['reason']}")
+        + ".",
+        "",
+        "| on-demand query (DuckDB, in process) | median ms (min-max) | target ms |",
+        "|---|---|---|",
+    ]
+    for query in found["queries"].values():
+        target = "-" if "targetMs" not in query else f"{query['targetMs']:g}"
+        if "met" in query:
+            target += " (met)" if query["met"] else " (**not met**)"
+        lines.append(
+            f"| {query['title']} | {query['medianMs']} ({query['minMs']}-{query['maxMs']}) "
+            f"| {target} |"
+        )
+    lines += [
+        "",
+        "Prediction error (metres; ADE: mean over the horizon, FDE: at its end) on held-out "
+        "later time of each track:",
+        "",
+        "| paths | model | ADE 1 s | FDE 1 s | ADE 3 s | FDE 3 s | samples |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, title in (("simulator", "simulator"), ("recorded", "recorded varied motion")):
+        scores = found["prediction"][name]
+        by = {(m["model"], m["horizon"]): m for m in scores["models"]}
+        for model in dict.fromkeys(m["model"] for m in scores["models"]):
+            one, three = by[model, 1.0], by[model, 3.0]
+            lines.append(
+                f"| {title} ({scores['tracks']} tracks) | {model} | {one['ade']} | {one['fde']} "
+                f"| {three['ade']} | {three['fde']} | {one['samples']} |"
+            )
+    return [*lines, ""]
+
+
 def _source(results: dict[str, Any]) -> str:
     before, after = results["source"], results["sourceAfter"]
     text = f"- source: commit {before['commit']}"
@@ -322,7 +408,7 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = [results["ceiling"]] if results.get("ceiling") else []
-    served = [s for s in results["scenarios"] if s["kind"] != "history"]
+    served = [s for s in results["scenarios"] if s["kind"] not in ("history", "analytics")]
     lines += [_row(s) for s in [*rows, *served]]
     lines += ["", "## Targets (embedded mode)", "", "| target | limit | measured | met |"]
     lines.append("|---|---|---|---|")
@@ -335,6 +421,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {t['target']} | {t['limit']} | {shown} | {met} |")
     lines.append("")
     lines += _lake(results)
+    lines += _analytics(results)
     for scenario in [*rows, *results["scenarios"]]:
         if scenario.get("steps") and len(scenario["steps"]) > 1:
             lines += _steps(scenario)
@@ -365,7 +452,7 @@ def _latency_points(results: dict[str, Any], mode: str) -> list[tuple[float, dic
         if (
             scenario["mode"] != mode
             or "error" in scenario
-            or scenario["kind"] in ("fanout", "memory", "history")
+            or scenario["kind"] in ("fanout", "memory", "history", "analytics")
         ):
             continue
         if scenario["kind"] == "ramp":

@@ -17,6 +17,9 @@ its WebSocket watchers, then runs the generator for ``warmup + window`` seconds:
   ``readings`` table against what the generator sent, per device and ``seq``.
 
 ``history`` loads one device-day into a lake and times history requests (``bench.lake``).
+``analytics`` loads a fleet's day into a lake, analyses it with ``iotstream analyze`` on
+DuckDB and on Spark, times the API's on-demand analyses and scores the prediction models
+(``bench.analytics``).
 
 ``max-throughput`` and ``ceiling`` ramp the rate: up in steps until a step is not
 *sustained*, then halve the interval between the best sustained and the first failed rate.
@@ -45,7 +48,7 @@ from .resources import ResourceSampler, total
 from .systems import DistributedServer, EmbeddedServer, Engines, System
 from .watchers import Watchers
 
-Kind = Literal["ceiling", "fixed", "ramp", "fanout", "memory", "history"]
+Kind = Literal["ceiling", "fixed", "ramp", "fanout", "memory", "history", "analytics"]
 
 P50_LIMIT = 0.1
 P99_LIMIT = 0.5
@@ -86,7 +89,8 @@ class Scenario:
     timing: Timing
     max_steps: int = 1
     history_seconds: float = 0.0
-    """``history``: seconds of one device at 10 Hz loaded into the lake."""
+    """``history``: seconds of one device at 10 Hz loaded into the lake; ``analytics``: of
+    each of ``devices``."""
 
 
 def scenarios(quick: bool) -> dict[str, Scenario]:
@@ -115,6 +119,17 @@ def scenarios(quick: bool) -> dict[str, Scenario]:
                     t,
                     history_seconds=600,
                 ),
+                Scenario(
+                    "analytics",
+                    "analytics",
+                    "analytics: 10 devices x 10 minutes",
+                    10,
+                    10,
+                    0,
+                    0,
+                    t,
+                    history_seconds=600,
+                ),
             )
         }
     fixed, ramp = Timing(2, 8), Timing(2, 5)
@@ -136,6 +151,17 @@ def scenarios(quick: bool) -> dict[str, Scenario]:
                 "history",
                 "history: one device-day at 10 Hz",
                 1,
+                10,
+                0,
+                0,
+                fixed,
+                history_seconds=86_400,
+            ),
+            Scenario(
+                "analytics",
+                "analytics",
+                "analytics: 10 devices x one day at 10 Hz",
+                10,
                 10,
                 0,
                 0,
@@ -528,6 +554,10 @@ def run(
         from .lake import run_history
 
         result = run_history(workdir / "history", scenario.history_seconds)
+    elif scenario.kind == "analytics":
+        from .analytics import run_analytics
+
+        result = run_analytics(workdir / "analytics", scenario.devices, scenario.history_seconds)
     else:
         result = run_fixed(scenario, mode, workdir, engines)
     throughput = result.get("throughput")

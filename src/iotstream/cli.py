@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .analytics import command as analyze_command
 from .config import OPTIONS, MqttEndpoint, load_settings
 from .errors import IotstreamError
 from .server import ROLES, Role, default_health_port, serve
@@ -161,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=None, help="seed for reproducible paths")
     sim.set_defaults(handler=_simulate)
     _add_spark_commands(commands)
+    analyze_command.add_parser(commands)
     return parser
 
 
