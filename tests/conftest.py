@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 if TYPE_CHECKING:
+    from playwright.sync_api import Browser
     from pyspark.sql import SparkSession
 
 # The engines and processes, started and stopped as the bench and `make services` do.
@@ -258,6 +259,33 @@ def spark(spark_jars: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     session = spark_session(settings)
     yield session
     stop_session(session)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's headless Chromium, one per test module; each test opens a context of its own.
+    Not one per run: Playwright's sync API keeps its own event loop running while it is open,
+    and the asyncio tests of later modules then cannot start theirs."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is not installed; `make test` installs it (Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
 
 
 @pytest.fixture(scope="module")

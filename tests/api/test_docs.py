@@ -28,6 +28,14 @@ OPERATIONS = {
         {"202", "400", "422", "503"},
     ),
     ("/metrics", "get"): ("metrics_metrics_get", {"200"}),
+    **{
+        (f"/api/devices/{{device_id}}/{what}", "get"): (
+            f"device_{what}_api_devices__device_id__{what}_get",
+            {"200", "404", "422", "503"},
+        )
+        for what in ("trips", "stops", "summary", "prediction")
+    },
+    ("/api/analytics/heatmap", "get"): ("heatmap_api_analytics_heatmap_get", {"200", "422", "503"}),
 }
 
 

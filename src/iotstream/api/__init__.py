@@ -7,6 +7,8 @@ One router per concern, each route taking what it needs through ``dependencies``
 - ``devices``    ``GET /api/coordinates``, ``/api/devices/{device_id}``, ``/api/deadletters``
 - ``commands``   ``POST /api/commands/{device_id}``
 - ``history``    ``GET /api/devices/{device_id}/history``, ``/api/history``, ``/api/raw`` (the lake)
+- ``analytics``  ``GET /api/devices/{device_id}/trips``, ``/stops``, ``/summary``,
+                 ``/prediction``, ``/api/analytics/heatmap`` (analyses of the lake)
 - ``websocket``  ``/coordinates``
 - ``dashboard``  ``GET /``, the files under ``/dashboard``, ``GET /swagger-ui.html``
 - ``schemas``    the request and response models and their OpenAPI examples
@@ -21,7 +23,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from .. import __version__
 from ..health import HasHealth
-from . import commands, dashboard, devices, health, history, stats, websocket
+from . import analytics, commands, dashboard, devices, health, history, stats, websocket
 from .dependencies import ApiContext, RoleHealth
 
 __all__ = ["ApiContext", "create_app", "create_health_app"]
@@ -32,6 +34,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     devices.router,
     commands.router,
     history.router,
+    analytics.router,
     websocket.router,
     dashboard.router,
 )

@@ -143,3 +143,244 @@ class DeadLetter(BaseModel):
             payload=rejected.payload.decode("utf-8", "replace"),
             receivedAt=rejected.received_at,
         )
+
+
+# --- analytics ----------------------------------------------------------------------------
+# Times are epoch seconds (device time), distances metres, speeds metres per second.
+
+_WINDOW: dict[str, Any] = {"from": 1764115200.0, "to": 1764165600.0}
+_PARAMS: dict[str, Any] = {
+    "startSpeed": 0.2,
+    "stopSpeed": 0.1,
+    "minStop": 10.0,
+    "maxGap": 60.0,
+    "smoothing": 2.0,
+}
+
+
+_PARAMS_TEXT = (
+    "the motion parameters of the analysis; null when the answer comes from the tables "
+    "`iotstream analyze` wrote (with its own)"
+)
+
+
+class Motion(BaseModel):
+    """When a robot counts as moving (the parameters the analysis ran with)."""
+
+    startSpeed: float
+    stopSpeed: float
+    minStop: float
+    maxGap: float
+    smoothing: float
+
+
+class Trip(BaseModel):
+    start: float
+    end: float
+    startX: float
+    startY: float
+    endX: float
+    endY: float
+    distance: float
+    duration: float
+    avgSpeed: float
+    maxSpeed: float
+
+
+class Stop(BaseModel):
+    start: float
+    end: float
+    duration: float
+    x: float
+    y: float
+
+
+class Summary(BaseModel):
+    start: float
+    """Device time of the first reading in the window."""
+    end: float
+    """Device time of the last reading in the window."""
+    distance: float
+    movingTime: float
+    stoppedTime: float
+    maxSpeed: float
+    readings: int
+    gaps: int
+
+
+class AnalysisWindow(BaseModel):
+    """What every analytics answer starts with: the window and where its numbers come from."""
+
+    start: float = Field(serialization_alias="from")
+    end: float = Field(serialization_alias="to")
+    source: str = Field(
+        description="`on-demand` (computed from the readings for this request) or `derived` "
+        "(read from the tables `iotstream analyze` writes)"
+    )
+
+
+class DeviceTrips(AnalysisWindow):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "deviceId": "robot3",
+                    **_WINDOW,
+                    "source": "on-demand",
+                    "params": _PARAMS,
+                    "trips": [
+                        {
+                            "start": 1764151200.0,
+                            "end": 1764151260.5,
+                            "startX": 1.0,
+                            "startY": 2.0,
+                            "endX": 25.5,
+                            "endY": 2.0,
+                            "distance": 24.5,
+                            "duration": 60.5,
+                            "avgSpeed": 0.405,
+                            "maxSpeed": 0.52,
+                        }
+                    ],
+                }
+            ]
+        },
+    )
+    deviceId: str
+    params: Motion | None = Field(description=_PARAMS_TEXT)
+    trips: list[Trip]
+
+
+class DeviceStops(AnalysisWindow):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "deviceId": "robot3",
+                    **_WINDOW,
+                    "source": "on-demand",
+                    "params": _PARAMS,
+                    "stops": [
+                        {"start": 1764151260.5, "end": 1764151320.0, "duration": 59.5,
+                         "x": 25.5, "y": 2.0}
+                    ],
+                }
+            ]
+        },
+    )  # fmt: skip
+    deviceId: str
+    params: Motion | None = Field(description=_PARAMS_TEXT)
+    stops: list[Stop]
+
+
+class DeviceSummary(AnalysisWindow):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "deviceId": "robot3",
+                    **_WINDOW,
+                    "source": "on-demand",
+                    "params": _PARAMS,
+                    "summary": {
+                        "start": 1764115200.1,
+                        "end": 1764165599.9,
+                        "distance": 1520.5,
+                        "movingTime": 3600.0,
+                        "stoppedTime": 46000.0,
+                        "maxSpeed": 1.2,
+                        "readings": 250000,
+                        "gaps": 1,
+                    },
+                }
+            ]
+        },
+    )
+    deviceId: str
+    params: Motion | None = Field(description=_PARAMS_TEXT)
+    summary: Summary | None = Field(description="null when the device has no reading in the window")
+
+
+class HeatCell(BaseModel):
+    i: int
+    j: int
+    readings: int
+    dwell: float = Field(description="seconds")
+
+
+class Heatmap(AnalysisWindow):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    **_WINDOW,
+                    "source": "on-demand",
+                    "devices": None,
+                    "cell": 1.0,
+                    "maxGap": 60.0,
+                    "cells": [{"i": 3, "j": -1, "readings": 120, "dwell": 12.0}],
+                }
+            ]
+        },
+    )
+    devices: list[str] | None
+    cell: float = Field(description="metres: cell (i, j) covers i*cell <= x < (i+1)*cell, "
+                        "j*cell <= y < (j+1)*cell")  # fmt: skip
+    maxGap: float | None = Field(
+        description="a reading's dwell is the time to the next, capped here; null when the "
+        "answer comes from the tables `iotstream analyze` wrote"
+    )
+    cells: list[HeatCell]
+
+
+class Position(BaseModel):
+    timestamp: float
+    x: float
+    y: float
+
+
+class Basis(Position):
+    """The newest reading the prediction starts from, and how many recent readings it used."""
+
+    readings: int
+
+
+class PredictionError(BaseModel):
+    horizon: float = Field(description="the evaluated horizon nearest the one asked for")
+    ade: float = Field(description="average displacement error, metres")
+    fde: float = Field(description="final displacement error, metres")
+    samples: int
+    source: str = Field(
+        description="`prediction_eval` (the table `iotstream analyze` writes) or `on-demand` "
+        "(evaluated on the device's recent history for this request)"
+    )
+
+
+class DevicePrediction(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "deviceId": "robot3",
+                    "horizon": 2.0,
+                    "model": "velocity",
+                    "prediction": {"timestamp": 1764165602.0, "x": 13.3, "y": 3.25},
+                    "basis": {"timestamp": 1764165600.0, "x": 12.5, "y": 3.25, "readings": 300},
+                    "error": {"horizon": 2.0, "ade": 0.06, "fde": 0.11, "samples": 1800,
+                              "source": "on-demand"},
+                }
+            ]
+        }
+    )  # fmt: skip
+    deviceId: str
+    horizon: float
+    model: str | None = Field(description="the model that predicted; null without a prediction")
+    prediction: Position | None = Field(
+        description="where the device is predicted at `basis.timestamp + horizon`; null when "
+        "it has no recent reading with a position"
+    )
+    basis: Basis | None
+    error: PredictionError | None = Field(
+        description="the model's evaluated error; null when there is too little history to "
+        "evaluate it"
+    )

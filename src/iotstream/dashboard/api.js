@@ -61,3 +61,9 @@ function describe(detail) {
   }
   return null;
 }
+
+/**
+ * GET an analytics route (trips, stops, summary, heatmap, prediction): the same results as
+ * `getHistory`; `status` 503 means the lake is off or failing, 422 carries the reason.
+ */
+export const getAnalysis = getHistory;

@@ -3,15 +3,20 @@
 // and the DOM panels are refreshed a few times per second, however fast frames arrive.
 // In history mode the views show a replay instead of the live fleet, which keeps receiving
 // frames, so going back to live shows the present at once.
+// Analytics from the lake lie on the plane as layers: a heatmap, the selected robot's trips
+// and stops, and ghost markers where moving robots are predicted to be.
 
+import { DeviceAnalytics } from "./analytics.js";
 import { DeviceDetails } from "./details.js";
 import { Fleet, GLIDE_MS } from "./fleet.js";
 import { FleetList } from "./fleetlist.js";
 import { FloorPlan } from "./floorplan.js";
 import { HistoryMode } from "./history.js";
+import { HeatmapLayer } from "./heatmap.js";
 import { FrameStats } from "./perf.js";
 import { PipelineStatus } from "./pipeline.js";
 import { Plane } from "./plane.js";
+import { GhostLayer } from "./prediction.js";
 import { ReplayFleet } from "./replay.js";
 import { CoordinateStream } from "./stream.js";
 
@@ -74,6 +79,38 @@ const historyMode = new HistoryMode(
     },
   },
 );
+const heatmap = new HeatmapLayer(document.getElementById("heatmap"), document.getElementById("heatmap-toggle"), {
+  plane,
+  selected: () => selected,
+  window: analysisWindow,
+  history: () => historyMode.active,
+});
+const ghosts = new GhostLayer(document.getElementById("ghost-toggle"), { plane });
+const analytics = new DeviceAnalytics(document.querySelector("#details .analysis"), {
+  plane,
+  window: () => analysisWindow("today"),
+  history: () => historyMode.active,
+  predicting: () => (ghosts.on && !historyMode.active ? ghosts.horizon : null),
+});
+plane.layers.floor.push(heatmap);
+plane.layers.paths.push(analytics);
+plane.layers.ahead.push(ghosts);
+
+/**
+ * The window analytics show: in history mode the loaded window (null while it loads), in live
+ * mode today (since local midnight) or the last hour, up to the server's now.
+ */
+function analysisWindow(range) {
+  if (historyMode.active) {
+    return historyMode.loaded ? { start: replay.start, end: replay.end, label: "the history window" } : null;
+  }
+  const end = fleet.serverNow();
+  if (range === "hour") return { start: end - 3600, end, label: "the last hour" };
+  const midnight = new Date();
+  midnight.setHours(0, 0, 0, 0);
+  return { start: midnight.getTime() / 1000, end, label: "today" };
+}
+
 const connection = document.getElementById("connection");
 const scheme = location.protocol === "https:" ? "wss" : "ws";
 const stream = new CoordinateStream(`${scheme}://${location.host}/coordinates`, {
@@ -90,6 +127,7 @@ function select(id, reveal = false) {
   plane.select(id);
   list.select(id);
   details.show(id);
+  analytics.show(id);
   if (reveal && id !== null) list.reveal(id);
 }
 
@@ -139,10 +177,13 @@ function animate(now) {
     drawMs = performance.now() - started;
   }
   frameStats.record(now, drawMs);
-  if (list.invalid || details.invalid || now - lastPanels >= PANEL_REFRESH_MS) {
+  if (list.invalid || details.invalid || analytics.invalid || now - lastPanels >= PANEL_REFRESH_MS) {
     lastPanels = now;
     list.render();
     details.render();
+    heatmap.tick(now);
+    analytics.tick(now);
+    analytics.render();
     if (replaying) historyMode.render();
     if (stream.status === "live") showConnection();
   }
@@ -185,6 +226,7 @@ window.iotstream = Object.freeze({
     view: { center: [...plane.center], scale: plane.scale, width: plane.width, height: plane.height },
     background: plane.background ? { url: plane.background.url, rect: plane.backgroundRect() } : null,
     history: historyMode.debug(),
+    analytics: { heatmap: heatmap.debug(), device: analytics.debug(), ghosts: ghosts.debug() },
     // The devices the plane shows: the live fleet, or in history mode the replay.
     devices: [...plane.fleet.devices.values()].map((device) => ({
       id: device.id,

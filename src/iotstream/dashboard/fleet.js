@@ -65,6 +65,24 @@ class Trail {
     return trailBounds(this, since);
   }
 
+  /**
+   * `[t0, x0, y0, t1, x1, y1]`: the newest point, and the oldest one at most `seconds` before
+   * it (read backwards from the head, so it costs a few steps), or null when empty.
+   */
+  recent(seconds) {
+    if (this.length === 0) return null;
+    const head = this._offset(this.length - 1);
+    const newest = this.points[head];
+    let at = head;
+    for (let i = this.length - 2; i >= 0; i -= 1) {
+      const offset = this._offset(i);
+      if (this.points[offset] < newest - seconds) break;
+      at = offset;
+    }
+    const p = this.points;
+    return [p[at], p[at + 1], p[at + 2], newest, p[head + 1], p[head + 2]];
+  }
+
   _offset(i) {
     return ((this.start + i) % TRAIL_CAPACITY) * 3;
   }

@@ -34,3 +34,25 @@ export function formatTime(epochSeconds) {
   const ms = String(date.getMilliseconds()).padStart(3, "0");
   return `${date.toLocaleTimeString([], { hour12: false })}.${ms}`;
 }
+
+/** A duration in seconds: `42 s`, `4 min 10 s`, `2 h 05 min`. */
+export function formatDuration(seconds) {
+  if (!Number.isFinite(seconds)) return "–";
+  if (seconds < 10) return `${seconds.toFixed(1)} s`;
+  if (seconds < 60) return `${Math.round(seconds)} s`;
+  const whole = Math.round(seconds);
+  if (whole < 3600) {
+    const s = whole % 60;
+    return s === 0 ? `${Math.floor(whole / 60)} min` : `${Math.floor(whole / 60)} min ${s} s`;
+  }
+  const minutes = Math.round(seconds / 60);
+  return `${Math.floor(minutes / 60)} h ${String(minutes % 60).padStart(2, "0")} min`;
+}
+
+/** A distance in metres: `0.42 m`, `12.3 m`, `1.52 km`. */
+export function formatDistance(metres) {
+  if (!Number.isFinite(metres)) return "–";
+  if (metres < 10) return `${metres.toFixed(2)} m`;
+  if (metres < 1000) return `${metres.toFixed(1)} m`;
+  return `${(metres / 1000).toFixed(2)} km`;
+}

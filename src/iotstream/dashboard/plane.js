@@ -48,6 +48,10 @@ export class Plane {
     this.background = null; // {image, originX, originY, scale, opacity}
     this.track = null; // a whole track to draw under the robots: {points: [x0, y0, x1, ...], color}
     this.trackDrawn = 0; // vertices of the track in the last frame drawn
+    // Layers of other modules, each with `draw(plane, onScreen, crowded)`: `floor` over the
+    // floor plan and under the grid (the heatmap), `paths` under the trails (trips, stops),
+    // `ahead` over the trails and under the markers (predicted positions).
+    this.layers = { floor: [], paths: [], ahead: [] };
     this.invalid = true;
     this.width = 0;
     this.height = 0;
@@ -158,12 +162,15 @@ export class Plane {
     ctx.fillStyle = BACKGROUND;
     ctx.fillRect(0, 0, this.width, this.height);
     this._drawBackground();
-    this._drawGrid();
-    if (this.track || this.trackDrawn) this._drawTrack();
     const onScreen = this._placeDevices(nowMs);
     const crowded = onScreen.length > (this._crowded ? CROWDED_BELOW : CROWDED_ABOVE);
     this._crowded = crowded;
+    for (const layer of this.layers.floor) layer.draw(this, onScreen, crowded);
+    this._drawGrid();
+    if (this.track || this.trackDrawn) this._drawTrack();
+    for (const layer of this.layers.paths) layer.draw(this, onScreen, crowded);
     this._drawTrails(crowded);
+    for (const layer of this.layers.ahead) layer.draw(this, onScreen, crowded);
     this._drawMarkers(onScreen, crowded);
     this._drawLabels(crowded ? onScreen.filter((d) => d.id === this.selected) : onScreen);
     this._drawScaleBar();
