@@ -25,10 +25,16 @@ def tune_garbage_collection() -> None:
     scanned now and then, pause the event loop for tens of milliseconds: the tail of the
     publish-to-WebSocket latency. Objects alive at start-up (modules, the app) are frozen
     out of collection, and collections run after 50,000 allocations instead of 700.
+
+    The older generation is collected after 200 young collections instead of 20: the
+    archiver keeps about a second of readings alive (the bus holds them until its lake
+    commit), and every collection of the older generation walks them all, a ~190 ms pause
+    measured at 75k msg/s. Ten times rarer, the max sustained rate with the archiver rose
+    from 77-80k to 99k msg/s in the bench.
     """
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(50_000, 200, 100)
 
 
 def keep_freed_memory() -> bool:
