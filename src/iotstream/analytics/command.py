@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..config import load_settings
 from ..errors import ConfigError
+from ..times import epoch_seconds
 from . import ENGINES, create_engine
 from .base import DEFAULT_CELL, DEFAULT_HORIZONS, DERIVED_TABLES, MotionParams, Window, whole_days
 
@@ -26,20 +27,11 @@ DESCRIPTION = (
 
 
 def parse_time(name: str, text: str) -> float:
-    """Epoch seconds from ``text``: a number, or an ISO 8601 date or time (UTC by default)."""
+    """Epoch seconds from ``--name``'s epoch seconds or ISO 8601 text (UTC by default)."""
     try:
-        value = float(text)
-    except ValueError:
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            raise ConfigError(f"--{name}: {text!r} is not epoch seconds or ISO 8601") from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        value = moment.timestamp()
-    if not math.isfinite(value):
-        raise ConfigError(f"--{name}: {text!r} is not a time")
-    return value
+        return epoch_seconds(text)
+    except ValueError as exc:
+        raise ConfigError(f"--{name}: {text!r}: {exc}") from None
 
 
 def _horizons(text: str) -> tuple[float, ...]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -25,6 +24,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from ..lake.base import READINGS
+from ..lake.delta import lake_root
 from . import queries as q
 from .base import AnalyticsError, Window
 from .engine import SqlEngine
@@ -50,10 +50,7 @@ class DuckDBEngine(SqlEngine):
         prediction: PredictionParams = DEFAULT_PARAMS,
     ) -> None:
         super().__init__()
-        self.local = "://" not in url or url.startswith("file://")
-        if self.local:
-            url = str(Path(url.removeprefix("file://")).absolute())
-        self.url = url.rstrip("/")
+        self.local, self.url = lake_root(url)
         self.storage_options = dict(storage_options) if storage_options is not None else None
         self.prediction = prediction
         self._duck = duckdb.connect(config={"threads": str(threads)})

@@ -60,7 +60,7 @@ from ..lake.delta import DeltaLake
 from ..models import TIMESTAMP
 from . import schemas
 from .dependencies import KnownDeviceIdPath, LakeDep, StoreDep
-from .history import _devices, invalid, parse_time
+from .history import device_list, invalid, parse_time
 from .schemas import ERROR
 
 router = APIRouter(tags=["analytics"])
@@ -696,7 +696,7 @@ async def heatmap(
     cell of the plane, in ascending (i, j) order. Cell (i, j) covers `i*cell <= x <
     (i+1)*cell` and `j*cell <= y < (j+1)*cell`, in metres."""
     span = span_of(start, to, MotionParams(max_gap=max_gap))
-    ids = _devices(devices)
+    ids = device_list(devices)
     if span.derived:
         cells = await run.run(run.derived.heatmap, span.days, ids, cell)
     else:

@@ -35,7 +35,6 @@ import tempfile
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Annotated, Any, Literal, Protocol, cast
 
@@ -52,6 +51,7 @@ from ..errors import InvalidDeviceId, IotstreamError
 from ..lake.base import Lake, RawQuery, ReadingKey, ReadingQuery, reading_rows
 from ..models import DEVICE_ID, RECEIVED_AT, TIMESTAMP, DeviceId
 from ..simplify import simplify
+from ..times import epoch_seconds
 from .dependencies import KnownDeviceIdPath, LakeDep
 from .schemas import ERROR
 
@@ -94,28 +94,13 @@ def invalid(name: str, message: str, value: object) -> RequestValidationError:
     )
 
 
-_EARLIEST = datetime(1, 1, 1, tzinfo=UTC).timestamp()
-_LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
-
-
 def parse_time(name: str, text: str) -> float:
-    """Epoch seconds from epoch seconds or ISO 8601 text; a time without a zone is UTC."""
+    """Epoch seconds from epoch seconds or ISO 8601 text (``times.epoch_seconds``); a 422
+    naming ``name`` otherwise."""
     try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            raise invalid(name, "not epoch seconds or an ISO 8601 time", text) from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        try:
-            seconds = moment.timestamp()
-        except (ValueError, OverflowError):  # a zone pushing it past year 1 or 9999
-            seconds = math.inf
-    if not _EARLIEST <= seconds <= _LATEST:  # NaN too
-        raise invalid(name, "time is not between the years 1 and 9999", text)
-    return seconds
+        return epoch_seconds(text)
+    except ValueError as exc:
+        raise invalid(name, str(exc), text) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +215,7 @@ def _cursor(kind: Literal["readings", "raw"], text: str | None) -> Cursor | None
     return None if text is None else Cursor.decode(kind, text)
 
 
-def _devices(texts: list[str] | None) -> list[DeviceId] | None:
+def device_list(texts: list[str] | None) -> list[DeviceId] | None:
     if not texts:
         return None
     devices: list[DeviceId] = []
@@ -1332,7 +1317,7 @@ async def fleet_history(
     `deviceId`."""
     after = _cursor("readings", cursor)
     span = window(start, to, after)
-    ids = _devices(devices)
+    ids = device_list(devices)
     area = _rect(rect)
     return await respond(
         Request(

@@ -258,6 +258,15 @@ class _Table:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def lake_root(url: str) -> tuple[bool, str]:
+    """Whether ``url`` (a directory, ``file://``, or an object-store URL) is local, and the
+    lake's root as readers use it: an absolute path, or the URL without a trailing slash."""
+    local = "://" not in url or url.startswith("file://")
+    if local:
+        url = str(Path(url.removeprefix("file://")).absolute())
+    return local, url.rstrip("/")
+
+
 class DeltaLake(Lake):
     """The lake under ``url``: a local directory, or ``s3://bucket/prefix``.
 
@@ -275,10 +284,7 @@ class DeltaLake(Lake):
         vacuum_retention_hours: int = 1,
         query_threads: int = 2,
     ) -> None:
-        self.local = "://" not in url or url.startswith("file://")
-        if self.local:
-            url = str(Path(url.removeprefix("file://")).absolute())
-        self.url = url.rstrip("/")
+        self.local, self.url = lake_root(url)
         self.storage_options = dict(storage_options) if storage_options is not None else None
         self.vacuum_retention_hours = vacuum_retention_hours
         self._tables = {name: _Table(name, f"{self.url}/{name}") for name in TABLES}
