@@ -237,7 +237,7 @@ async def test_stop_puts_what_arrived_on_the_bus(
         await wait_until(lambda: ingest.received == received + 20, "every message arrived")
         assert len(await reader.read_rest()) == 0
         stopping = asyncio.create_task(ingest.stop())
-        await wait_until(lambda: not ingest.connection.client.is_connected, "it disconnected")
+        await wait_until(lambda: not ingest.connection.is_connected, "it disconnected")
         bus.publish_fault.heal()
         await asyncio.wait_for(stopping, 20)
     events = await reader.read_rest()
@@ -261,7 +261,7 @@ async def test_a_message_the_bus_refused_is_not_acknowledged_to_the_broker(
         await wait_until(lambda: first.bus_failures >= 1, "the bus refused it")
         stopping = asyncio.create_task(first.stop())
         # Let it reach the bus only once the connection that would acknowledge it is gone.
-        await wait_until(lambda: not first.connection.client.is_connected, "it disconnected")
+        await wait_until(lambda: not first.connection.is_connected, "it disconnected")
         bus.publish_fault.heal()
         await asyncio.wait_for(stopping, 20)
     assert seqs(await reader.read_rest()) == [1]  # flushed by stop()

@@ -1,8 +1,8 @@
 """Ingest: MQTT messages in, parsed batches onto the bus.
 
-The MQTT callback only appends to a list; one flusher task parses whatever has
-accumulated and publishes it as one batch. Under load, batches grow by
-themselves while the flusher awaits the bus, so no timer is needed.
+The MQTT connection (``subscriber``) collects what arrives; one flusher task takes
+whatever has accumulated, parses it and publishes it as one batch. Under load, batches
+grow by themselves while the flusher awaits the bus, so no timer is needed.
 
 With ``ack_after_publish`` (the bridge), a QoS 1 message is acknowledged to the
 broker only once the batch holding it is on the bus: a bridge killed mid-stream
@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from typing import Any
 
 from .bus import Bus
 from .config import MqttEndpoint
@@ -23,8 +21,8 @@ from .errors import BusError
 from .health import Health
 from .lifecycle import Component, cancel_all
 from .models import Batch
-from .mqtt import MqttConnection
 from .parser import Parser
+from .subscriber import Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +50,19 @@ class Ingest(Component):
         self.bus = bus
         self.received = 0
         self.bus_failures = 0
+        self._wakeup = asyncio.Event()
         if share_group:
             topics = [f"$share/{share_group}/{topic}" for topic in topics]
-        self.connection = MqttConnection(
+        self.connection = Subscriber(
             endpoint,
             "ingest",
-            subscriptions=topics,
-            qos=qos,
-            on_message=self._on_message_acked if ack_after_publish else self._on_message,
+            topics,
+            qos,
+            self._wakeup.set,
             client_id=client_id,
             clean_session=client_id is None,
             acknowledge_on_receipt=not ack_after_publish,
         )
-        self._published: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending: list[tuple[str, bytes, float]] = []
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         # While the bus refuses batches, new ones wait, so none overtakes a refused one.
         self._bus_open = asyncio.Event()
@@ -73,27 +70,8 @@ class Ingest(Component):
         self._refused = 0
         self._previous: asyncio.Future[None] | None = None
         self._publishing: set[asyncio.Task[None]] = set()
-        self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._logged_reasons: set[str] = set()
-
-    def _on_message(
-        self, client: Any, topic: str | bytes, payload: bytes, qos: int, properties: Any
-    ) -> int:
-        if type(topic) is bytes:  # gmqtt hands over topics that are not UTF-8 as bytes
-            topic = topic.decode("utf-8", "replace")
-        self._pending.append((topic, payload, time.time()))  # type: ignore[arg-type]
-        self._wakeup.set()
-        return 0
-
-    async def _on_message_acked(
-        self, client: Any, topic: str | bytes, payload: bytes, qos: int, properties: Any
-    ) -> int:
-        published = self._published
-        self._on_message(client, topic, payload, qos, properties)
-        # gmqtt sends the PUBACK when this returns.
-        await asyncio.shield(published)
-        return 0
 
     async def _flush(self) -> None:
         """Parse what has accumulated and start publishing it as one batch."""
@@ -102,12 +80,13 @@ class Ingest(Component):
         # messages, so they keep accumulating while all slots are busy, and a stop that
         # cancels this wait leaves them pending for the last flush.
         await self._in_flight.acquire()
-        messages, self._pending = self._pending, []
-        published, self._published = self._published, asyncio.get_running_loop().create_future()
+        messages, acks, connection = self.connection.take()
         if not messages:
             self._in_flight.release()
-            published.set_result(None)
             return
+        published = asyncio.get_running_loop().create_future()
+        if acks:
+            published.add_done_callback(lambda _: self.connection.acknowledge(acks, connection))
         self.received += len(messages)
         batch = self.parser.parse_batch(messages)
         for rejected in batch.rejected:

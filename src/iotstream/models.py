@@ -64,9 +64,11 @@ DeviceState = dict[str, Any]
 ``heading``, ``motorRPM``, ...)."""
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Reading:
-    """Fields one device reported in one MQTT message."""
+    """Fields one device reported in one MQTT message. Treat it as immutable; it is not
+    frozen only because a frozen dataclass's ``__init__`` costs four times as much, and the
+    parser makes one per message."""
 
     device_id: DeviceId
     fields: dict[str, Any]

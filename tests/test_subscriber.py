@@ -1,0 +1,158 @@
+"""The ingest's MQTT subscriber against a real Mosquitto: every QoS exactly as sent, large
+payloads split across reads, bounded memory when nobody takes what arrived, deferred
+acknowledgements, and reconnecting after the broker restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from harness import free_port
+from iotstream.broker import MosquittoBroker
+from iotstream.config import MqttEndpoint
+from iotstream.subscriber import Message, Subscriber
+
+from .broker.client import MqttClient
+from .conftest import require
+from .faults import wait_until
+
+MakeSubscriber = Callable[..., Subscriber]
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+async def broker(tmp_path: Path, port: int) -> AsyncIterator[MosquittoBroker]:
+    async with MosquittoBroker(
+        "127.0.0.1", port, tmp_path / "mosquitto", require("mosquitto")
+    ) as b:
+        yield b
+
+
+@pytest.fixture
+async def publisher(broker: MosquittoBroker) -> AsyncIterator[MqttClient]:
+    async with MqttClient(broker.port) as client:
+        yield client
+
+
+@pytest.fixture
+def make_subscriber(port: int) -> MakeSubscriber:
+    def make(**options: object) -> Subscriber:
+        options.setdefault("on_arrival", lambda: None)
+        return Subscriber(MqttEndpoint("127.0.0.1", port), "test", ["#"], 2, **options)  # type: ignore[arg-type]
+
+    return make
+
+
+async def take_until(subscriber: Subscriber, count: int, timeout: float = 20.0) -> list[Message]:
+    """Everything taken until ``count`` messages arrived (fails after ``timeout``)."""
+    taken: list[Message] = []
+
+    def arrived() -> bool:
+        taken.extend(subscriber.take()[0])
+        return len(taken) >= count
+
+    await wait_until(arrived, f"{count} messages arrived", timeout)
+    return taken
+
+
+async def test_each_qos_arrives_once_with_topic_and_payload_as_sent(
+    broker: MosquittoBroker, publisher: MqttClient, make_subscriber: MakeSubscriber
+) -> None:
+    async with make_subscriber() as subscriber:
+        sent = []
+        for seq in range(300):
+            topic, payload = f"sensors/r{seq % 7}/coordinates", b"%d" % seq
+            sent.append((topic, payload))
+            publisher.publish(topic, payload, qos=seq % 3)
+        big = bytes(range(256)) * 4096  # 1 MiB: arrives in many reads
+        sent.append(("files/large", big))
+        publisher.publish("files/large", big, qos=1)
+        await publisher.drain()
+        taken = await take_until(subscriber, len(sent))
+        await asyncio.sleep(0.3)  # a QoS 2 message delivered twice would show up now
+        taken += subscriber.take()[0]
+    # Each QoS keeps its own order; across them the publisher's handshakes may reorder.
+    assert sorted((topic, payload) for topic, payload, _ in taken) == sorted(sent)
+    assert all(isinstance(payload, bytes) for _, payload, _ in taken)
+
+
+async def test_memory_stays_bounded_while_nobody_takes(
+    broker: MosquittoBroker, publisher: MqttClient, make_subscriber: MakeSubscriber
+) -> None:
+    """Past ``max_pending`` it stops reading; the broker holds the rest until ``take``."""
+    async with make_subscriber(max_pending=50) as subscriber:
+        for seq in range(2000):
+            publisher.publish("sensors/r1/coordinates", b"%d" % seq, qos=1)
+        await publisher.drain()
+        await wait_until(lambda: len(subscriber._messages) >= 50, "the first messages arrived")
+        await asyncio.sleep(0.5)
+        held = len(subscriber._messages)
+        taken = await take_until(subscriber, 2000)
+    # One read's worth may come on top of the bound, never all of it.
+    assert 50 <= held < 2000
+    assert [payload for _, payload, _ in taken] == [b"%d" % seq for seq in range(2000)]
+
+
+async def test_unacknowledged_messages_come_again_on_the_next_session(
+    broker: MosquittoBroker, publisher: MqttClient, make_subscriber: MakeSubscriber
+) -> None:
+    """With ``acknowledge_on_receipt=False`` only ``acknowledge`` settles a message."""
+    persistent = {"client_id": "test-deferred", "clean_session": False}
+    async with make_subscriber(acknowledge_on_receipt=False, **persistent) as first:
+        pass  # the persistent session and its subscription exist from now on
+    publisher.publish("sensors/r1/coordinates", b"1", qos=1)
+    publisher.publish("sensors/r1/coordinates", b"2", qos=1)
+    await publisher.drain()
+    async with make_subscriber(acknowledge_on_receipt=False, **persistent) as first:
+        taken = await take_until(first, 2)
+    assert [payload for _, payload, _ in taken] == [b"1", b"2"]
+    async with make_subscriber(acknowledge_on_receipt=False, **persistent) as second:
+        messages: list[Message] = []
+        acks: list[int] = []
+        generation = 0
+
+        def took() -> bool:
+            nonlocal generation
+            more, more_acks, generation = second.take()
+            messages.extend(more)
+            acks.extend(more_acks)
+            return len(messages) >= 2
+
+        await wait_until(took, "the broker delivered them again")
+        second.acknowledge(acks, generation)
+        await asyncio.sleep(0.2)
+    assert [payload for _, payload, _ in messages] == [b"1", b"2"]
+    async with make_subscriber(acknowledge_on_receipt=False, **persistent) as third:
+        await asyncio.sleep(0.5)
+        assert third.take()[0] == []
+
+
+async def test_it_reconnects_after_the_broker_restarts(
+    tmp_path: Path, port: int, make_subscriber: MakeSubscriber
+) -> None:
+    binary = require("mosquitto")
+    subscriber = make_subscriber()
+    async with MosquittoBroker("127.0.0.1", port, tmp_path / "one", binary):
+        await subscriber.start()
+        assert subscriber.health().ok
+    await wait_until(lambda: not subscriber.is_connected, "it noticed the broker went away")
+    assert not subscriber.health().ok
+    try:
+        async with MosquittoBroker("127.0.0.1", port, tmp_path / "two", binary) as broker:
+            await wait_until(lambda: subscriber.is_connected, "it connected again", 10)
+            async with MqttClient(broker.port) as publisher:
+                publisher.publish("sensors/r1/coordinates", b"after", qos=1)
+                await publisher.drain()
+                taken = await take_until(subscriber, 1)
+            await subscriber.stop()  # before this broker stops too
+    finally:
+        await subscriber.stop()
+    assert subscriber.disconnects == 1
+    assert [payload for _, payload, _ in taken] == [b"after"]
