@@ -8,6 +8,13 @@ time filters pushed down to Parquet row-group statistics. Each call runs the sta
 ``queries`` in a cursor of its own (the costly ones as temporary tables, the others as
 views), so that calls may run in parallel threads. ``analyze`` writes the derived tables
 with delta-rs.
+
+One analysis runs otherwise when it can: the heatmap's dwell (each reading's time to its
+device's next one) is a window function, which sorts every reading of the window, most of
+the heatmap's time. Days that compaction sorted (one file each, by device and time) hold
+each device's readings in time order already, so over them the dwell is a difference of
+neighbours (``next_reading_dwell``) and only the cells are left to SQL
+(``queries.heatmap_cells_sql``); the tests hold both ways to the same cells.
 """
 
 from __future__ import annotations
@@ -24,9 +31,9 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from ..lake.base import READINGS
-from ..lake.delta import lake_root
+from ..lake.delta import lake_root, presorted_files
 from . import queries as q
-from .base import AnalyticsError, Window
+from .base import AnalyticsError, HeatCell, Window
 from .engine import SqlEngine
 from .prediction import DEFAULT_PARAMS, PredictionParams, TrackScore, evaluate_track
 from .tables import PARTITION, create_table, day_text, replace_predicate
@@ -64,20 +71,22 @@ class DuckDBEngine(SqlEngine):
         self._duck.close()
 
     @contextmanager
-    def _run(self, window: Window, doing: str) -> Iterator[_DuckRun | None]:
+    def _run(self, window: Window, doing: str, ordered: bool = False) -> Iterator[_DuckRun | None]:
+        """``ordered``: list compacted days' files in day order when every day is one, so
+        that the points come by day, then device, then time (``_DuckRun.ordered``)."""
         devices = q.device_list(window.devices)
         if devices is not None and not devices:
             yield None
             return
         start, end = q.micros(window.start), q.micros(window.end)
         try:
-            source = self._source(*q.window_days(start, end))
+            source = self._source(*q.window_days(start, end), ordered=ordered)
         except (DeltaError, OSError) as exc:
             raise AnalyticsError(f"{doing} failed: reading the lake: {exc}") from exc
         if source is None:
             yield None
             return
-        text, dataset = source
+        text, dataset, in_order = source
         cursor = self._duck.cursor()
         try:
             if dataset is not None:
@@ -94,15 +103,18 @@ class DuckDBEngine(SqlEngine):
                 "CREATE TEMP VIEW points AS SELECT device_id, epoch_us(ts) AS us,"
                 " epoch_us(received_at) AS rus, x, y FROM " + text + " WHERE " + " AND ".join(where)
             )
-            yield _DuckRun(cursor)
+            yield _DuckRun(cursor, in_order)
         except (duckdb.Error, pa.ArrowException, OSError) as exc:
             raise AnalyticsError(f"{doing} failed: {exc}") from exc
         finally:
             cursor.close()
 
-    def _source(self, first_day: int, last_day: int) -> tuple[str, Any] | None:
+    def _source(
+        self, first_day: int, last_day: int, ordered: bool = False
+    ) -> tuple[str, Any, bool] | None:
         """What DuckDB reads for the readings of these days: a ``read_parquet`` of the
-        files, or (object storage) a pyarrow dataset to register as ``lake_source``."""
+        files, or (object storage) a pyarrow dataset to register as ``lake_source``; and
+        whether (asked with ``ordered``) the files are compacted days in day order."""
         partitions = [(PARTITION, ">=", day_text(first_day)), (PARTITION, "<=", day_text(last_day))]
         with self._snapshot_lock:
             try:
@@ -116,12 +128,28 @@ class DuckDBEngine(SqlEngine):
                 return None
             if not self.local:
                 dataset = self._snapshot.to_pyarrow_dataset(file_pruning_predicate=partitions)
-                return "lake_source", dataset
+                return "lake_source", dataset, False
             files = self._snapshot.file_uris(file_pruning_predicate=partitions)
         if not files:
             return None
-        quoted = ", ".join(_literal(path) for path in files)
-        return f"read_parquet([{quoted}], hive_partitioning = false)", None
+        in_order = presorted_files(files) if ordered else None
+        quoted = ", ".join(_literal(path) for path in in_order or files)
+        return f"read_parquet([{quoted}], hive_partitioning = false)", None, in_order is not None
+
+    def heatmap(self, window: Window, cell: float, max_gap: float) -> list[HeatCell]:
+        with self._run(window, "building the heatmap", ordered=True) as run:
+            if run is None:
+                return []
+            if not run.ordered:
+                run.stages(q.points_plan(self.dialect))
+                return q.cell_list(run.arrow(q.heatmap_sql(cell, max_gap, per_device_day=False)))
+            # A device's hash stands for it: only neighbours are compared.
+            points = run.arrow("SELECT hash(device_id) AS device, us, x, y FROM {points}")
+            dwell = next_reading_dwell(
+                points["device"].to_numpy(), points["us"].to_numpy(), q.micros(max_gap)
+            )
+            run.register("dwells", points.append_column("dwell", pa.array(dwell)))
+            return q.cell_list(run.arrow(q.heatmap_cells_sql(cell, per_device_day=False)))
 
     def _replace(
         self, name: str, rows: pa.Table, first_day: int, last_day: int, devices: list[str] | None
@@ -151,8 +179,11 @@ class DuckDBEngine(SqlEngine):
 class _DuckRun:
     """The stages as temporary tables and views of one cursor, under their own names."""
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, ordered: bool = False) -> None:
         self.cursor = cursor
+        self.ordered = ordered
+        """Whether ``points`` come by day, then device, then time (DuckDB keeps a scan's
+        order where a query does not sort)."""
         self.names = {"points": "points"}
 
     def stages(self, stages: Sequence[q.Stage]) -> None:
@@ -164,6 +195,11 @@ class _DuckRun:
     def arrow(self, sql: str) -> pa.Table:
         table: pa.Table = self.cursor.sql(self._named(sql)).to_arrow_table()
         return table
+
+    def register(self, name: str, table: pa.Table) -> None:
+        """``table`` as the stage ``name``."""
+        self.cursor.register(name, table)
+        self.names[name] = name
 
     def _named(self, sql: str) -> str:
         return sql.format_map(self.names)
@@ -196,6 +232,29 @@ def _tracks(table: pa.Table) -> Iterator[tuple[str, int, float, Any, Any, Any]]:
     ends = np.append(starts[1:], len(t))
     for a, b in zip(starts, ends, strict=True):
         yield str(devices[a]), int(days[a]), float(firsts[a]), t[a:b], x[a:b], y[a:b]
+
+
+def next_reading_dwell(device: np.ndarray, us: np.ndarray, max_gap_us: int) -> np.ndarray:
+    """Each reading's time (microseconds) to its device's next reading, at most
+    ``max_gap_us``, 0 for a device's last: the window function of ``queries.heatmap_sql``,
+    for readings that come in runs, each one device's readings of a day in (time, received)
+    order and the runs of a day before those of the next (sorted files in day order)."""
+    dwell = np.zeros(len(us), np.int64)
+    if len(us) < 2:
+        return dwell
+    same = device[1:] == device[:-1]
+    np.subtract(us[1:], us[:-1], out=dwell[:-1], where=same)
+    # The last reading of a run: its device's next one starts the device's next run.
+    ends = np.append(np.flatnonzero(~same), len(us) - 1)
+    starts = np.append(0, ends[:-1] + 1)
+    following: dict[Any, int] = {}
+    for start, end in zip(starts[::-1].tolist(), ends[::-1].tolist(), strict=True):
+        key = device[start]
+        if key in following:
+            dwell[end] = us[following[key]] - us[end]
+        following[key] = start
+    np.minimum(dwell, max_gap_us, out=dwell)
+    return dwell
 
 
 def _literal(text: str) -> str:

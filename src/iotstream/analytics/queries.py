@@ -393,19 +393,22 @@ FROM {blkmap}
 GROUP BY device_id{by_day}
 """
 
-_HEATMAP_SQL = """
+_DWELLS_SQL = """
+SELECT device_id, day, x, y,
+       LEAST(COALESCE(LEAD(us) OVER (PARTITION BY device_id ORDER BY us, rus) - us, 0),
+             {max_gap_us}) AS dwell
+FROM {pts}
+"""
+"""Each reading's dwell: the time to its device's next reading, at most ``max_gap``."""
+
+_CELLS_SQL = """
 SELECT {keys}, i, j, COUNT(*) AS readings, CAST(SUM(dwell) AS BIGINT) AS dwell_us
-FROM (
-  SELECT device_id, day, i, j,
-         LEAST(COALESCE(LEAD(us) OVER (PARTITION BY device_id ORDER BY us, rus) - us, 0),
-               {max_gap_us}) AS dwell
-  FROM (SELECT device_id, day, us, rus,
-               CAST(FLOOR(x / {cell}) AS BIGINT) AS i,
-               CAST(FLOOR(y / {cell}) AS BIGINT) AS j
-        FROM {pts}) AS cells
-) AS dwells
+FROM (SELECT *, CAST(FLOOR(x / {cell}) AS BIGINT) AS i, CAST(FLOOR(y / {cell}) AS BIGINT) AS j
+      FROM {dwells}) AS cells
 GROUP BY {group}i, j
 """
+"""Readings and dwell per cell of ``{dwells}`` (``x``, ``y``, ``dwell``; and ``device_id``
+and ``day`` per device and day)."""
 
 
 _HELD_OUT_SQL = """
@@ -443,15 +446,21 @@ def summary_sql(per_day: bool) -> str:
 
 def heatmap_sql(cell: float, max_gap: float, per_device_day: bool) -> str:
     """Cells over ``{pts}``: of the whole fleet, or per device and day."""
+    dwells = "(" + _render(_DWELLS_SQL, max_gap_us=micros(max_gap)) + ") AS dwells"
+    return _render(heatmap_cells_sql(cell, per_device_day), dwells=dwells)
+
+
+def heatmap_cells_sql(cell: float, per_device_day: bool) -> str:
+    """The cells of ``{dwells}``: readings with their dwell, worked out as ``heatmap_sql``
+    does or otherwise (``DuckDBEngine`` on sorted files)."""
     if not (math.isfinite(cell) and cell > 0):
         raise ValueError(f"cell must be a positive number of metres, not {cell}")
     keys = "device_id, day" if per_device_day else "'' AS device_id, 0 AS day"
     return _render(
-        _HEATMAP_SQL,
+        _CELLS_SQL,
         keys=keys,
         group="device_id, day, " if per_device_day else "",
         cell=double(cell),
-        max_gap_us=micros(max_gap),
     )
 
 

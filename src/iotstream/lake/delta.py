@@ -138,7 +138,7 @@ SORT_KEYS: dict[str, list[str]] = {
 # Row groups small enough for that skipping to matter (a device-hour at 10 Hz is 36,000 rows).
 ROW_GROUP_ROWS = 128 * 1024
 # Compaction names its files so; a query of one device over such files, one per day, reads
-# them day by day in the order it needs and skips the sort (``_presorted``).
+# them day by day in the order it needs and skips the sort (``presorted_files``).
 SORTED_FILE_PREFIX = "sorted-"
 _PARTITION_DIR = re.compile(rf"/{PARTITION}=(\d{{4}}-\d{{2}}-\d{{2}})/([^/]+)$")
 
@@ -501,7 +501,7 @@ class DeltaLake(Lake):
             " FROM {source} WHERE " + " AND ".join(where)
         )
         sql = f"{select} ORDER BY {order} LIMIT $limit"
-        # Compacted days hold one device's rows in this order already (``_presorted``).
+        # Compacted days hold one device's rows in this order already (``presorted_files``).
         presorted = f"{select} LIMIT $limit" if one else None
         return self._stream(READINGS, _day(start), _day(end), sql, params, rows, presorted)
 
@@ -609,7 +609,7 @@ class DeltaLake(Lake):
     ) -> tuple[str | None, Any, bool]:
         """What DuckDB reads for ``name``'s current rows in ``partitions``: a
         ``read_parquet`` of the files, or a registered pyarrow dataset on object storage;
-        with ``presorted``, whether they are sorted files listed day by day (``_presorted``),
+        with ``presorted``, whether they are sorted files listed day by day (``presorted_files``),
         which DuckDB then reads in that order (it keeps a scan's order without ORDER BY)."""
         entry = self._tables[name]
         with entry.lock:
@@ -624,7 +624,7 @@ class DeltaLake(Lake):
         if self.local:
             if not files:
                 return None, None, False
-            ordered = _presorted(files) if presorted else None
+            ordered = presorted_files(files) if presorted else None
             listed = files if ordered is None else ordered
             quoted = ", ".join("'" + path.replace("'", "''") + "'" for path in listed)
             source = f"read_parquet([{quoted}], hive_partitioning = false)"
@@ -770,9 +770,10 @@ def _write_sorted(batches: pa.RecordBatchReader, target: str, name: str) -> int:
     return rows
 
 
-def _presorted(files: Sequence[str]) -> list[str] | None:
-    """``files`` in day order when each is a file compaction sorted and no day has two (the
-    rows of one device then come in time order); else ``None``."""
+def presorted_files(files: Sequence[str]) -> list[str] | None:
+    """``files`` (paths or URIs of the ``readings`` table) in day order when each is a file
+    compaction sorted and no day has two (the rows of one device then come in time order);
+    else ``None``."""
     days: dict[str, str] = {}
     for path in files:
         found = _PARTITION_DIR.search(path)
