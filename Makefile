@@ -13,7 +13,7 @@ $(BIN)/python:
 
 # Stamps re-install when pyproject.toml changes.
 $(VENV)/.run-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e '.[device]'
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python

@@ -32,6 +32,7 @@ NAMES = [
     "memory-10k",
     "history",
     "analytics",
+    "commands",
 ]
 
 
@@ -108,6 +109,22 @@ def _line(result: dict[str, Any]) -> str:
     )
 
 
+def attempt_commands(work: Path) -> dict[str, Any]:
+    """The tracked-command scenario (``bench.commands``); kept beside the throughput
+    scenarios in results.json, under ``commands``."""
+    from .commands import run_commands, summary_line
+
+    _say("commands (embedded) ...")
+    began = time.monotonic()
+    try:
+        result = run_commands(work / "commands")
+    except (BenchError, HarnessError, OSError) as exc:
+        _say(f"  failed: {exc}")
+        return {"kind": "commands", "error": str(exc)}
+    _say(summary_line(result) + f" [{time.monotonic() - began:.0f} s]")
+    return result
+
+
 def run(args: argparse.Namespace, command: str) -> int:
     """Run what ``args`` asks for and write the results; the exit status.
 
@@ -127,7 +144,15 @@ def _terminate(signum: int, frame: object) -> None:
 def _run(args: argparse.Namespace, command: str) -> int:
     from . import report
     from .machine import describe, load_average, source
-    from .scenarios import DISTRIBUTED, QUICK_DEFAULT, failed, for_distributed, scenarios
+    from .scenarios import (
+        DISTRIBUTED,
+        DISTRIBUTED_RUNS,
+        QUICK_DEFAULT,
+        failed,
+        for_distributed,
+        scenarios,
+        warm_up,
+    )
     from .scenarios import run as run_scenario
     from .systems import Engines, distributed_unavailable
 
@@ -165,7 +190,9 @@ def _run(args: argparse.Namespace, command: str) -> int:
             results["ceiling"] = attempt("ceiling", "bare mosquitto")
             ceiling = results["ceiling"].get("throughput")
         for name in names:
-            if name != "ceiling":
+            if name == "commands":
+                results["commands"] = attempt_commands(work)
+            elif name != "ceiling":
                 results["scenarios"].append(attempt(name, "embedded"))
         if args.distributed:
             reason = distributed_unavailable()
@@ -177,8 +204,12 @@ def _run(args: argparse.Namespace, command: str) -> int:
                 try:
                     with engines:
                         results["distributed"] = {"run": True, "reason": None}
+                        if not args.quick:
+                            _say("warming Kafka up (a minute at 1k msg/s) ...")
+                            warm_up(engines, work)
                         for name in DISTRIBUTED:
-                            results["scenarios"].append(attempt(name, "distributed", engines))
+                            for _ in range(1 if args.quick else DISTRIBUTED_RUNS.get(name, 1)):
+                                results["scenarios"].append(attempt(name, "distributed", engines))
                 except HarnessError as exc:
                     results["distributed"] = {"run": False, "reason": f"engines failed: {exc}"}
     results["finishedAt"] = datetime.now(UTC).isoformat(timespec="seconds")

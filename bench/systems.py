@@ -230,7 +230,8 @@ class Engines:
 
 
 class DistributedServer(System):
-    """One bridge, one processor and one api on the engines, with default settings."""
+    """One bridge, one processor, one archiver (its lake under ``<workdir>/data/lake``) and
+    one api on the engines, with default settings."""
 
     mode = "distributed"
 
@@ -276,6 +277,10 @@ class DistributedServer(System):
                     str(free_port()),
                     *common,
                 ],
+            )
+            self._spawn(
+                "archiver",
+                ["archiver", *topic, "--metrics-port", str(free_port()), *common],
             )
             self._spawn(
                 "api",

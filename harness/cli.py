@@ -13,6 +13,9 @@ survives ``down``; delete the state dir for a clean broker.
 
 Environment:
     IOTSTREAM_MQTT_PORT              3123
+    IOTSTREAM_SERVICES_MQTT_AUTH     off; on: Mosquitto refuses anonymous clients and checks
+                                     accounts and ACLs (the service account's --mqtt-url is
+                                     written to <services dir>/mosquitto/mqtt-url)
     IOTSTREAM_REDIS_PORT             6379
     IOTSTREAM_KAFKA_PORT             9092
     IOTSTREAM_KAFKA_CONTROLLER_PORT  Kafka port + 1
@@ -38,6 +41,7 @@ from .engines import (
     Service,
     kafka_libs_dir,
     kafka_version,
+    mosquitto_url,
     start_kafka,
     start_mosquitto,
     start_redis,
@@ -99,7 +103,8 @@ def _running_record(name: str) -> Record | None:
 def _start(name: str) -> Service:
     workdir = state_dir() / name
     if name == "mosquitto":
-        return start_mosquitto(_env_int("IOTSTREAM_MQTT_PORT", 3123), workdir)
+        secured = os.environ.get("IOTSTREAM_SERVICES_MQTT_AUTH", "off") == "on"
+        return start_mosquitto(_env_int("IOTSTREAM_MQTT_PORT", 3123), workdir, secured=secured)
     if name == "redis":
         return start_redis(_env_int("IOTSTREAM_REDIS_PORT", 6379), workdir)
     if name == "s3":
@@ -128,6 +133,11 @@ def cmd_up(names: list[str]) -> int:
             f"{name}: ready on {service.address} (pid {service.pid}, "
             f"{time.monotonic() - began:.1f} s), log {service.log_path}"
         )
+        if name == "mosquitto" and mosquitto_url(service) != f"mqtt://{service.address}":
+            print(
+                f"mosquitto: accounts and ACLs on; --mqtt-url is in {service.workdir}/mqtt-url, "
+                f"robots: iotstream devices add NAME --accounts-dir {service.workdir}"
+            )
     return 0
 
 

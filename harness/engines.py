@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import getpass
 import hashlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -210,6 +212,11 @@ def mqtt_probe(service: Service) -> bool:
     return _exchange(service.port, _MQTT_CONNECT, 4) == _MQTT_CONNACK_ACCEPTED
 
 
+def mqtt_answers_probe(service: Service) -> bool:
+    """Any CONNACK: a broker that refuses anonymous clients is up once it says so."""
+    return _exchange(service.port, _MQTT_CONNECT, 4)[:3] == _MQTT_CONNACK_ACCEPTED[:3]
+
+
 def redis_probe(service: Service) -> bool:
     return _exchange(service.port, b"PING\r\n", 7) == b"+PONG\r\n"
 
@@ -245,15 +252,95 @@ def mosquitto_config(port: int) -> str:
     )
 
 
-def start_mosquitto(port: int, workdir: Path, config: str | None = None) -> Service:
+# The accounts of a secured Mosquitto, laid out as the embedded server's
+# (iotstream.broker.accounts) so that `iotstream devices add NAME --accounts-dir <workdir>`
+# manages its robots and reloads it: `passwd`, `acl`, `mosquitto.pid` beside `mosquitto.conf`.
+MQTT_SERVICE_ACCOUNT = "iotstream"
+MQTT_URL_FILE = "mqtt-url"
+_MQTT_ACL = f"""\
+# The distributed roles' account: the bridge reads what robots send, the api commands them.
+user {MQTT_SERVICE_ACCOUNT}
+topic read sensors/#
+topic read orin/+/command/ack
+topic read orin/+/command/result
+topic write orin/+/command
+
+# Every robot, by its user name (`iotstream devices add NAME --accounts-dir ...`).
+pattern write sensors/%u/#
+pattern read orin/%u/command
+pattern write orin/%u/command/ack
+pattern write orin/%u/command/result
+"""
+
+
+def secured_mosquitto_config(port: int, workdir: Path) -> str:
+    """``mosquitto_config(port)`` refusing anonymous clients and checking the password and
+    ACL files in ``workdir``."""
+    config = (
+        mosquitto_config(port).replace("allow_anonymous true\n", "allow_anonymous false\n")
+        + f"password_file {workdir.resolve() / 'passwd'}\n"
+        + f"acl_file {workdir.resolve() / 'acl'}\n"
+    )
+    if os.geteuid() == 0:
+        # Run as root, mosquitto would switch to the 'mosquitto' user, which may not read
+        # the files (they are private to their owner, in a directory it may not enter).
+        config += f"user {getpass.getuser()}\n"
+    return config
+
+
+def _make_accounts(workdir: Path, port: int) -> None:
+    """The service account (a random password made the first time, kept in
+    ``workdir/mqtt-password``) and the ACL file; the account's URL, for --mqtt-url, goes to
+    ``workdir/mqtt-url``. Both files are readable by their owner only."""
+    secret = workdir / "mqtt-password"
+    passwd = workdir / "passwd"
+    if not secret.exists() or not passwd.exists():
+        secret.write_text(secrets.token_hex(16) + "\n")
+        program = find_program("mosquitto_passwd", "apt-get install -y mosquitto")
+        create = [] if passwd.exists() else ["-c"]
+        argv = [program, *create, "-b", str(passwd), MQTT_SERVICE_ACCOUNT, _read(secret)]
+        subprocess.run(argv, check=True, capture_output=True)
+    url = f"mqtt://{MQTT_SERVICE_ACCOUNT}:{_read(secret)}@{HOST}:{port}\n"
+    (workdir / MQTT_URL_FILE).write_text(url)
+    for private in (secret, passwd, workdir / MQTT_URL_FILE):
+        private.chmod(0o600)
+    (workdir / "acl").write_text(_MQTT_ACL)
+
+
+def _read(path: Path) -> str:
+    return path.read_text().strip()
+
+
+def mosquitto_url(service: Service) -> str:
+    """The URL a client of ``service`` gives as --mqtt-url: the service account's, with its
+    password, when the broker is secured."""
+    url_file = service.workdir / MQTT_URL_FILE
+    if url_file.exists():
+        return _read(url_file)
+    return f"mqtt://{service.address}"
+
+
+def start_mosquitto(
+    port: int, workdir: Path, config: str | None = None, *, secured: bool = False
+) -> Service:
     """Mosquitto on ``port`` with ``config`` (the whole mosquitto.conf; default
-    ``mosquitto_config(port)``), ready once it accepts an MQTT connection."""
+    ``mosquitto_config(port)``), ready once it accepts an MQTT connection. ``secured``: with
+    accounts and ACLs instead (``secured_mosquitto_config``); ``mosquitto_url`` has the
+    credentials of the service account."""
     workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / "mosquitto.conf"
+    path = (workdir / "mosquitto.conf").resolve()
+    probe = mqtt_probe
+    (workdir / MQTT_URL_FILE).unlink(missing_ok=True)
+    if secured:
+        _make_accounts(workdir, port)
+        config = secured_mosquitto_config(port, workdir) if config is None else config
+        probe = mqtt_answers_probe
     path.write_text(mosquitto_config(port) if config is None else config)
     program = find_program("mosquitto", "apt-get install -y mosquitto")
-    service = Service("mosquitto", (port,), workdir, [program, "-c", str(path)], mqtt_probe)
+    service = Service("mosquitto", (port,), workdir, [program, "-c", str(path)], probe)
     service.start()
+    # Where `iotstream devices` finds the broker to reload.
+    (workdir / "mosquitto.pid").write_text(f"{service.pid}\n")
     return service
 
 

@@ -111,8 +111,9 @@ def test_a_quick_bench_writes_every_result(tmp_path: Path) -> None:
     assert "lake" in steps[0]
 
     targets = results["targets"]
-    # Embedded 5, lake and history 6, analytics 4 (reported as not measured in this run).
-    assert [set(t) for t in targets] == [{"target", "limit", "value", "met"}] * 15
+    # Embedded 5, lake and history 6, analytics 4, distributed 6 (those two reported as not
+    # measured in this run).
+    assert [set(t) for t in targets] == [{"target", "limit", "value", "met"}] * 21
     markdown = (out / "results.md").read_text()
     for name in ("ceiling", *by_name):
         assert f"| {name} (" in markdown

@@ -236,6 +236,8 @@ def test_a_command_button_reaches_the_robot_over_mqtt(dashboard: Dashboard, serv
         accepted.wait_for()
         assert f"slam → {robot}" in accepted.inner_text()
         assert accepted.get_attribute("data-command-id")
+        # Tracked live: a device that never answers stays sent.
+        page.locator('#details .results li[data-state="sent"]').wait_for()
 
         page.fill("#details .custom-command input", "goto 3.5 2.0")
         page.press("#details .custom-command input", "Enter")
@@ -361,6 +363,8 @@ def test_twenty_simulated_robots_move_and_are_pictured(browser: Browser, tmp_pat
         page.click('.device[data-id="robot3"]')
         page.click('#details [data-command="slam"]')
         page.locator('#details .results li[data-status="accepted"]').wait_for()
+        # A simulated robot answers: the row follows the command to its end.
+        page.locator('#details .results li[data-state="succeeded"]').wait_for()
         page.wait_for_function(
             "document.querySelector('.pipeline-note').textContent.includes('1 command ')"
         )

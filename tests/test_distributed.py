@@ -187,13 +187,29 @@ async def test_a_coordinate_reaches_websocket_clients_of_both_apis(stack: Stack)
 
 def test_a_command_posted_to_either_api_reaches_the_device(stack: Stack) -> None:
     device = f"orin-{uuid.uuid4().hex[:6]}"
+    ids = []
     with MqttListener(stack.mqtt_port, f"orin/{device}/command") as device_side:
         for api, command in (("api1", "tracking"), ("api2", "slam")):
             response = httpx.post(
                 f"{stack.http[api]}/api/commands/{device}", json={"command": command}
             )
             assert response.status_code == 202, response.text
+            ids.append(response.json()["id"])
         assert device_side.lines(2) == ["tracking", "slam"]
+    # The device's report goes bridge -> Kafka -> processor -> Redis: the other api sees it.
+    subprocess.run(
+        [require("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(stack.mqtt_port), "-q", "1",
+         "-t", f"orin/{device}/command/result",
+         "-m", orjson.dumps({"id": ids[0], "status": "succeeded", "result": 1}).decode()],
+        check=True, timeout=10,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while (command := httpx.get(f"{stack.http['api2']}/api/commands/{ids[0]}").json())[
+        "status"
+    ] != "succeeded":
+        assert time.monotonic() < deadline, command
+        time.sleep(0.05)
+    assert (command["result"], command["delivery"]) == (1, "confirmed")
 
 
 async def publish_stream(port: int, devices: int, count: int, rate: float) -> None:

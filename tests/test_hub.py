@@ -260,3 +260,42 @@ def test_view_parsing_reports_what_is_wrong() -> None:
     for devices, rect in ((5, None), (None, "1,2,3"), (None, "2,0,1,1"), (None, ["a", 1, 2, 3])):
         with pytest.raises(ValueError):
             View.parse(devices, rect)
+
+
+async def test_every_command_move_is_a_frame_of_its_own_devices(store: MemoryStore) -> None:
+    from iotstream.models import CANCELED, QUEUED, SENT
+
+    from .store.command_suite import new_command
+
+    async with Hub(store, interval=0.001) as hub:
+        everything, some = FakeClient(), FakeClient()
+        tasks = [
+            await connect(hub, everything),
+            await connect(hub, some, view=View.parse(devices="a")),
+        ]
+        mine, other = new_command("a"), new_command("b")
+        # Three moves of one command within a tick: none is coalesced away.
+        await store.add_command(mine)
+        await store.update_command(mine.id, SENT, mine.created_at + 1)
+        await store.update_command(mine.id, CANCELED, mine.created_at + 2)
+        await store.add_command(other)
+
+        def moves(client: FakeClient) -> list[tuple[str, str]]:
+            return [
+                (c["deviceId"], c["status"])
+                for f in client.frames()
+                if f["type"] == "command"
+                for c in f["commands"]
+            ]
+
+        await everything.wait_for(lambda f: len(moves(everything)) == 4)
+        await some.wait_for(lambda f: f[-1]["type"] == "command" and f[-1]["seq"] == hub.seq)
+        assert moves(everything) == [("a", QUEUED), ("a", SENT), ("a", CANCELED), ("b", QUEUED)]
+        assert moves(some) == [("a", QUEUED), ("a", SENT), ("a", CANCELED)]
+        for client in (everything, some):
+            frames = [f for f in client.frames() if f["type"] == "command"]
+            assert all(f["devices"] == [] and "fingerprint" not in f["commands"][0] for f in frames)
+            seqs = [f["seq"] for f in client.frames()]
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+        for t in tasks:
+            t.cancel()

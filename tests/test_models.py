@@ -10,6 +10,7 @@ from iotstream.models import (
     EVENT_KINDS,
     MAX_DEVICE_ID,
     Batch,
+    CommandReply,
     DeviceId,
     RawMessage,
     Reading,
@@ -65,11 +66,12 @@ def test_a_batch_lists_every_kind_of_the_table_in_order() -> None:
     reading = Reading(DeviceId("r1"), {"x": 1.0}, T0, T0)
     raw = RawMessage("test/hello", b"hi", T0)
     rejected = Rejected("sensors/r1/coordinates", b"{", 1, "invalid_json", "not JSON", T0)
-    batch = Batch.from_events([rejected, raw, reading, raw])
-    assert list(EVENT_KINDS) == ["readings", "raw", "rejected"]
-    assert batch.events() == [reading, raw, raw, rejected]
-    assert len(batch) == 4
-    assert batch == Batch(readings=[reading], raw=[raw, raw], rejected=[rejected])
+    reply = CommandReply(DeviceId("r1"), "c1", "delivered", None, None, T0)
+    batch = Batch.from_events([reply, rejected, raw, reading, raw])
+    assert list(EVENT_KINDS) == ["readings", "raw", "rejected", "replies"]
+    assert batch.events() == [reading, raw, raw, rejected, reply]
+    assert len(batch) == 5
+    assert batch == Batch(readings=[reading], raw=[raw, raw], rejected=[rejected], replies=[reply])
     assert batch.of(RawMessage) is batch.raw
     merged = Batch(readings=[reading])
     merged.extend(batch)

@@ -6,17 +6,18 @@ import json
 import math
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iotstream.models import RawMessage, Reading, Rejected
+from iotstream.models import CommandReply, RawMessage, Reading, Rejected
 from iotstream.parser import Parser
 
 NOW = 1_800_000_000.0
 parser = Parser()
 
 
-def one(topic: str, payload: bytes) -> Reading | RawMessage | Rejected:
+def one(topic: str, payload: bytes) -> Reading | RawMessage | Rejected | CommandReply:
     batch = parser.parse(topic, payload, NOW)
     events = batch.events()
     assert len(events) == 1
@@ -64,6 +65,43 @@ def test_other_topics_are_raw() -> None:
     assert one("test/hello", b"Hello World!") == RawMessage("test/hello", b"Hello World!", NOW)
     assert isinstance(one("sensors/robot1", b"1"), RawMessage)
     assert isinstance(one("sensors/a/b/c", b"1"), RawMessage)
+
+
+def test_command_acks_and_results_are_replies() -> None:
+    assert one("orin/robot1/command/ack", b'{"id": "c1", "status": "delivered"}') == CommandReply(
+        "robot1", "c1", "delivered", None, None, NOW
+    )
+    assert one("orin/robot1/command/ack", b'{"id": "c1"}') == CommandReply(
+        "robot1", "c1", "delivered", None, None, NOW
+    )
+    result = b'{"id": "c2", "status": "failed", "result": {"x": 1}, "error": "blocked"}'
+    assert one("orin/robot1/command/result", result) == CommandReply(
+        "robot1", "c2", "failed", {"x": 1}, "blocked", NOW
+    )
+    # The commands themselves, and anything else under orin/, stay raw messages.
+    assert one("orin/robot1/command", b"tracking") == RawMessage(
+        "orin/robot1/command", b"tracking", NOW
+    )
+    assert isinstance(one("orin/robot1/command/other", b"{}"), RawMessage)
+    assert isinstance(one("orin/robot1/status", b"online"), RawMessage)
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "reason"),
+    [
+        ("orin/r/command/ack", b"delivered", "invalid_json"),
+        ("orin/r/command/ack", b"[1]", "not_an_object"),
+        ("orin/r/command/ack", b'{"status": "delivered"}', "invalid_reply"),
+        ("orin/r/command/ack", b'{"id": 5}', "invalid_reply"),
+        ("orin/r/command/ack", b'{"id": "c", "status": "succeeded"}', "invalid_reply"),
+        ("orin/r/command/result", b'{"id": "c"}', "invalid_reply"),
+        ("orin/r/command/result", b'{"id": "c", "status": "delivered"}', "invalid_reply"),
+        ("orin/r/command/result", b'{"id": "c", "status": "failed", "error": 1}', "invalid_reply"),
+        ("orin/a+b/command/result", b'{"id": "c", "status": "failed"}', "invalid_device_id"),
+    ],
+)
+def test_a_reply_that_is_not_one_is_rejected(topic: str, payload: bytes, reason: str) -> None:
+    assert rejected(topic, payload) == reason
 
 
 def rejected(topic: str, payload: bytes) -> str:

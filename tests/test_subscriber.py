@@ -1,6 +1,6 @@
 """The ingest's MQTT subscriber against a real Mosquitto: every QoS exactly as sent, large
 payloads split across reads, bounded memory when nobody takes what arrived, deferred
-acknowledgements, and reconnecting after the broker restarts."""
+acknowledgements, reconnecting after the broker restarts, accounts and TLS."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 
 from harness import free_port
-from iotstream.broker import MosquittoBroker
+from iotstream.broker import Accounts, MosquittoBroker, TlsListener
+from iotstream.broker.accounts import INGEST
 from iotstream.config import MqttEndpoint
 from iotstream.subscriber import Message, Subscriber
 
 from .broker.client import MqttClient
 from .conftest import require
 from .faults import wait_until
+from .security.certs import make_certificates
 
 MakeSubscriber = Callable[..., Subscriber]
 
@@ -156,3 +158,34 @@ async def test_it_reconnects_after_the_broker_restarts(
         await subscriber.stop()
     assert subscriber.disconnects == 1
     assert [payload for _, payload, _ in taken] == [b"after"]
+
+
+async def test_it_logs_in_over_tls_and_says_when_it_is_refused(tmp_path: Path) -> None:
+    certificates = make_certificates(tmp_path / "certs")
+    workdir = tmp_path / "mosquitto"
+    tls = TlsListener(free_port(), certificates.cert, certificates.key)
+    broker = MosquittoBroker(
+        "127.0.0.1", free_port(), workdir, require("mosquitto"), accounts=Accounts(workdir), tls=tls
+    )
+    async with broker:
+        robot = Accounts(workdir).add_device("robot7")
+        Accounts(workdir).reload()
+        ingest = broker.client_endpoint(INGEST)
+        secure = MqttEndpoint("127.0.0.1", tls.port, ingest.username, ingest.password, tls=True)
+        context = certificates.client_context()
+        subscriber = Subscriber(secure, "test", ["sensors/#"], 1, lambda: None, tls=context)
+        async with subscriber:
+            assert subscriber.is_connected
+            async with MqttClient(
+                tls.port, username=robot.username, password=robot.password, tls=context
+            ) as device:
+                device.publish("sensors/robot7/coordinates", b"over tls", qos=1)
+                await device.drain()
+                taken = await take_until(subscriber, 1)
+        assert [payload for _, payload, _ in taken] == [b"over tls"]
+        wrong = MqttEndpoint("127.0.0.1", tls.port, ingest.username, "not the password", tls=True)
+        refused = Subscriber(wrong, "test", ["sensors/#"], 1, lambda: None, tls=context)
+        async with refused:
+            assert refused.refusal is not None  # start returns once the broker said no
+            assert not refused.is_connected
+            assert "CONNECT refused: not authorized" in refused.health().detail

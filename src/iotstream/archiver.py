@@ -34,9 +34,9 @@ from typing import Any
 from .bus import Bus, Consumer, Placement, Position
 from .errors import BusError
 from .health import Health
-from .lake.base import RAW_MESSAGES, READINGS, REJECTED, TABLES, Lake
+from .lake.base import COMMAND_REPLIES, RAW_MESSAGES, READINGS, REJECTED, TABLES, Lake
 from .lifecycle import Component, cancel_all, crashed, spawn
-from .models import EVENT_KINDS, Batch, Event, RawMessage, Reading, Rejected
+from .models import EVENT_KINDS, Batch, CommandReply, Event, RawMessage, Reading, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,12 @@ STOP_TIMEOUT = 10.0
 """Seconds a stop waits for the last batch to reach the lake."""
 EXPIRE_PERIOD = 86_400.0
 
-TABLE_OF: dict[type[Event], str] = {Reading: READINGS, RawMessage: RAW_MESSAGES, Rejected: REJECTED}
+TABLE_OF: dict[type[Event], str] = {
+    Reading: READINGS,
+    RawMessage: RAW_MESSAGES,
+    Rejected: REJECTED,
+    CommandReply: COMMAND_REPLIES,
+}
 """The table each kind of event goes to (the lake's ``append`` puts it there)."""
 assert set(TABLE_OF) == set(EVENT_KINDS.values()), "every kind of event needs a table"
 

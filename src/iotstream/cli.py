@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .analytics import command as analyze_command
+from .auth import command as auth_command
+from .broker import command as devices_command
 from .config import OPTIONS, MqttEndpoint, load_settings
 from .errors import IotstreamError
 from .server import ROLES, Role, default_health_port, serve
@@ -64,7 +66,7 @@ def _simulate(args: argparse.Namespace) -> None:
 
     endpoint = MqttEndpoint.parse(args.mqtt_url)
     fleet = Fleet(args.devices, seed=args.seed)
-    print(f"simulating {args.devices} robots at {args.rate} Hz on {args.mqtt_url}", flush=True)
+    print(f"simulating {args.devices} robots at {args.rate} Hz on {endpoint}", flush=True)
     asyncio.run(simulate(fleet, endpoint, args.rate, args.duration))
 
 
@@ -163,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(handler=_simulate)
     _add_spark_commands(commands)
     analyze_command.add_parser(commands)
+    auth_command.add_parsers(commands)
+    devices_command.add_parser(commands)
     return parser
 
 

@@ -15,6 +15,7 @@ A TOML file may also use the grouped form::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
@@ -30,10 +31,12 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 
 from .errors import ConfigError
+from .models import mqtt_text_problem
 
 BrokerKind = Literal["auto", "mosquitto", "amqtt"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -107,6 +110,24 @@ class MqttSettings(Group):
         default=None,
         description="subscribe as $share/<group>/<topic> so several bridges split the stream",
     )
+    username: str | None = Field(
+        default=None,
+        description="MQTT user name for --mqtt-url (or give it in the URL: mqtt://user:pass@host)",
+    )
+    password: str | None = Field(
+        default=None,
+        description="MQTT password for --mqtt-url; the environment keeps it out of the "
+        "process list",
+    )
+    tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) of a TLS listener of the embedded broker "
+        "(mqtts://, TLS 1.2+); needs --mqtt-tls-key",
+    )
+    tls_key: Path | None = Field(default=None, description="PEM private key of --mqtt-tls-cert")
+    tls_port: int = Field(
+        default=8883, ge=1, le=65535, description="port of the embedded broker's TLS listener"
+    )
 
     @field_validator("url")
     @classmethod
@@ -114,6 +135,54 @@ class MqttSettings(Group):
         if value is not None:
             MqttEndpoint.parse(value)
         return value
+
+    @field_validator("topics")
+    @classmethod
+    def _check_topics(cls, value: list[str]) -> list[str]:
+        # A filter the broker refuses would get the ingest disconnected at every SUBSCRIBE.
+        for topic in value:
+            levels = topic.split("/")
+            wildcards_ok = (
+                all(
+                    level in ("+", "#") or ("+" not in level and "#" not in level)
+                    for level in levels
+                )
+                and "#" not in levels[:-1]
+            )
+            problem = mqtt_text_problem(topic)
+            if not topic or problem is not None or not wildcards_ok:
+                raise ValueError(f"{topic!r} is not an MQTT topic filter ({problem or 'syntax'})")
+        return value
+
+    @field_validator("client_id", "share_group", "username")
+    @classmethod
+    def _check_mqtt_text(cls, value: str | None) -> str | None:
+        problem = None if value is None else mqtt_text_problem(value)
+        if problem is not None:
+            raise ValueError(f"{value!r} {problem}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> MqttSettings:
+        _check_pair(self.tls_cert, self.tls_key, "--mqtt-tls-cert", "--mqtt-tls-key")
+        return self
+
+    def endpoint(self) -> MqttEndpoint:
+        """The broker ``url`` names, with ``username``/``password`` unless the URL has them."""
+        if self.url is None:
+            raise ConfigError("no --mqtt-url")
+        endpoint = MqttEndpoint.parse(self.url)
+        if endpoint.username is None and self.username is not None:
+            return dataclasses.replace(endpoint, username=self.username, password=self.password)
+        return endpoint
+
+
+def _check_pair(cert: Path | None, key: Path | None, cert_flag: str, key_flag: str) -> None:
+    if (cert is None) != (key is None):
+        raise ValueError(f"{cert_flag} and {key_flag} go together")
+    for path in (cert, key):
+        if path is not None and not path.is_file():
+            raise ValueError(f"{path} is not a file")
 
 
 class KafkaSettings(Group):
@@ -124,8 +193,11 @@ class KafkaSettings(Group):
         description="Kafka bootstrap servers (host:port,...); the bus is Kafka when set",
     )
     topic: str = Field(default="mqtt-messages", description="Kafka topic of the message log")
-    partitions: int = Field(
-        default=100, ge=1, description="partitions of the Kafka topic when iotstream creates it"
+    partitions: int | None = Field(
+        default=None,
+        ge=1,
+        description="partitions of the Kafka topics when iotstream creates them "
+        "(default: 100, or 8 on a cluster of one broker)",
     )
     replication_factor: int = Field(
         default=1,
@@ -171,6 +243,17 @@ class HttpSettings(Group):
     cors_origins: Annotated[CommaList, Flat("cors_origins")] = Field(
         default_factory=lambda: ["*"], description="origins allowed by CORS (comma-separated)"
     )
+    tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain): serve HTTPS and WSS instead of HTTP and WS; "
+        "needs --http-tls-key",
+    )
+    tls_key: Path | None = Field(default=None, description="PEM private key of --http-tls-cert")
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> HttpSettings:
+        _check_pair(self.tls_cert, self.tls_key, "--http-tls-cert", "--http-tls-key")
+        return self
 
 
 class WsSettings(Group):
@@ -203,6 +286,28 @@ class StateSettings(Group):
     )
     deadletter_limit: Annotated[int, Flat("deadletter_limit")] = Field(
         default=1000, ge=1, description="rejected messages kept for GET /api/deadletters"
+    )
+
+
+class CommandSettings(Group):
+    title = "Commands"
+
+    ttl: Annotated[float, Flat("command_ttl")] = Field(
+        default=60.0,
+        gt=0,
+        description="seconds a command may wait for its device when the request gives no ttl",
+    )
+    max_ttl: Annotated[float, Flat("command_max_ttl")] = Field(
+        default=3600.0, gt=0, description="the largest ttl a command request may ask for"
+    )
+    offline_after: Annotated[float, Flat("offline_after")] = Field(
+        default=30.0,
+        gt=0,
+        description="a device without a presence topic counts as offline once its last "
+        "reading is this many seconds old (its commands wait for it)",
+    )
+    retention: Annotated[float, Flat("command_retention")] = Field(
+        default=86_400.0, gt=0, description="seconds a finished command stays readable"
     )
 
 
@@ -251,6 +356,69 @@ class LakeSettings(Group):
     )
 
 
+AuthMode = Literal["auto", "on", "off"]
+
+
+class AuthSettings(Group):
+    title = "Security"
+
+    mode: Annotated[AuthMode, Flat("auth")] = Field(
+        default="auto",
+        description="who may use the API, the WebSocket and the broker: on (credentials "
+        "needed), off, or auto (off only when every listener is on loopback)",
+    )
+    token_ttl: Annotated[float, Flat("token_ttl")] = Field(
+        default=900,
+        gt=0,
+        le=86_400,
+        description="seconds a token from POST /api/auth/token is valid; a removed user's "
+        "tokens stop working after it",
+    )
+    jwt_key: Annotated[Path | None, Flat("jwt_key"), Shown("generated, kept with the users")] = (
+        Field(
+            default=None,
+            description="PEM file of the private key (Ed25519 or EC P-256) that signs tokens",
+        )
+    )
+    key_lifetime: Annotated[float, Flat("jwt_key_lifetime")] = Field(
+        default=30,
+        gt=0,
+        description="days a generated signing key signs tokens before a new one replaces it",
+    )
+    login_attempts: Annotated[int, Flat("login_attempts")] = Field(
+        default=10,
+        ge=1,
+        description="failed logins allowed per minute for one user and for one client "
+        "address; more answer 429",
+    )
+    oidc_issuer: Annotated[str | None, Flat("oidc_issuer")] = Field(
+        default=None,
+        description="also accept tokens of this OpenID Connect issuer (https://...)",
+    )
+    oidc_audience: Annotated[str | None, Flat("oidc_audience")] = Field(
+        default=None, description="the audience OpenID Connect tokens must be issued for"
+    )
+    oidc_role_claim: Annotated[str, Flat("oidc_role_claim")] = Field(
+        default="role",
+        description="dotted path of the claim holding an OpenID Connect token's role "
+        "(a string or a list; the highest iotstream role in it counts)",
+    )
+    oidc_algorithms: Annotated[CommaList, Flat("oidc_algorithms")] = Field(
+        default_factory=lambda: ["RS256", "ES256", "EdDSA"],
+        description="signature algorithms accepted on OpenID Connect tokens",
+    )
+
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _check_algorithms(cls, value: list[str]) -> list[str]:
+        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"}
+        allowed |= {"ES512", "EdDSA"}
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise ValueError(f"not an asymmetric JWT algorithm: {', '.join(unknown)}")
+        return value
+
+
 class Settings(BaseModel):
     """Every setting of iotstream. Field descriptions are the ``--help`` text."""
 
@@ -262,9 +430,11 @@ class Settings(BaseModel):
     http: HttpSettings = Field(default_factory=HttpSettings)
     ws: WsSettings = Field(default_factory=WsSettings)
     state: StateSettings = Field(default_factory=StateSettings)
+    commands: CommandSettings = Field(default_factory=CommandSettings)
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     lake: LakeSettings = Field(default_factory=LakeSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     data_dir: Path = Field(
         default=Path("data"), description="directory for everything the server writes"
@@ -333,28 +503,33 @@ _BY_PATH = {option.path: option for option in OPTIONS.values()}
 
 @dataclass(frozen=True, slots=True)
 class MqttEndpoint:
-    """Where an MQTT client connects, with optional credentials."""
+    """Where an MQTT client connects, with optional credentials; ``tls``: over TLS, checking
+    the broker's certificate against the system's trusted CAs (``SSL_CERT_FILE``)."""
 
     host: str
     port: int
     username: str | None = None
-    password: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    tls: bool = False
 
     @classmethod
     def parse(cls, url: str) -> MqttEndpoint:
-        """``mqtt://[user[:password]@]host[:port]`` (port 1883 when absent)."""
+        """``mqtt://[user[:password]@]host[:port]`` (port 1883 when absent), or ``mqtts://``
+        for TLS (port 8883)."""
         parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ValueError(f"expected mqtt://host:port, got {url!r}")
+        if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not parts.hostname:
+            raise ValueError(f"expected mqtt://host:port or mqtts://host:port, got {url!r}")
+        tls = parts.scheme in ("mqtts", "ssl")
         return cls(
             parts.hostname,
-            parts.port or 1883,
+            parts.port or (8883 if tls else 1883),
             unquote(parts.username) if parts.username else None,
             unquote(parts.password) if parts.password else None,
+            tls,
         )
 
     def __str__(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
 # A layer maps flat names to (value, where it came from), the latter for error messages.

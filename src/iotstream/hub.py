@@ -1,7 +1,9 @@
 """The WebSocket hub: store changes in, coalesced frames out to every client.
 
 Frames (JSON text): ``{"type": "snapshot" | "update" | "removed", "seq": n,
-"devices": [...]}``. ``seq`` grows by one per broadcast frame. A snapshot
+"devices": [...]}``, and ``{"type": "command", "seq": n, "devices": [], "commands": [...]}``
+with every move of a tracked command (``Command.to_json``) in the order they happened, none
+coalesced away. ``seq`` grows by one per broadcast frame. A snapshot
 carries the ``seq`` of the last broadcast it already contains, so a client's
 next frame is ``seq + 1``. Each broadcast frame is encoded once and the same
 string goes to every client.
@@ -94,17 +96,32 @@ class View:
         return True
 
     def narrow(self, kind: str, devices: list[Any]) -> list[Any]:
+        if kind == COMMAND:
+            # Commands have no place on the plane: a view narrows them by device only.
+            if self.devices is None:
+                return devices
+            return [c for c in devices if c[DEVICE_ID] in self.devices]
         if kind == "removed":
             # A device that left may have been inside the rectangle: always say so.
             return [d for d in devices if self.devices is None or d in self.devices]
         return [d for d in devices if self._shows(d)]
 
 
+COMMAND = "command"
+
+
+def _frame(kind: str, seq: int, items: list[Any]) -> dict[str, Any]:
+    if kind == COMMAND:
+        # An empty ``devices`` too: clients that read it from every frame keep working.
+        return {"type": kind, "seq": seq, "devices": [], "commands": items}
+    return {"type": kind, "seq": seq, "devices": items}
+
+
 def _for_view(view: View | None, seq: int, kind: str, devices: list[Any], frame: str) -> str:
     """The shared frame, or one cut down and encoded for a client's view."""
     if view is None:
         return frame
-    return encode({"type": kind, "seq": seq, "devices": view.narrow(kind, devices)})
+    return encode(_frame(kind, seq, view.narrow(kind, devices)))
 
 
 class Subscriber:
@@ -148,6 +165,7 @@ class Hub(Component):
         self._history: deque[tuple[int, str, list[Any], str]] = deque(maxlen=HISTORY)
         self._updated: dict[str, DeviceState] = {}
         self._removed: set[str] = set()
+        self._commands: list[dict[str, Any]] = []
         self._last_flush = 0.0
         self._flush_scheduled = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -169,6 +187,10 @@ class Hub(Component):
         for device_id in change.removed:
             self._removed.add(device_id)
             self._updated.pop(device_id, None)
+        for command in change.commands:
+            shown = dict(command)
+            shown.pop("fingerprint", None)  # the store's, to compare repeated requests
+            self._commands.append(shown)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop = asyncio.get_running_loop()
@@ -184,11 +206,14 @@ class Hub(Component):
         if self._updated:
             self._broadcast("update", list(self._updated.values()))
             self._updated = {}
+        if self._commands:
+            self._broadcast(COMMAND, self._commands)
+            self._commands = []
 
     def _broadcast(self, kind: str, devices: list[Any]) -> None:
         self.seq += 1
         self.frames += 1
-        frame = encode({"type": kind, "seq": self.seq, "devices": devices})
+        frame = encode(_frame(kind, self.seq, devices))
         self._history.append((self.seq, kind, devices, frame))
         for subscriber in self.subscribers:
             subscriber.offer(self.seq, _for_view(subscriber.view, self.seq, kind, devices, frame))

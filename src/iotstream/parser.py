@@ -11,7 +11,11 @@ Topics:
   every other field is kept.
 - ``sensors/{id}/{field}``: a scalar payload; ``coordX``/``coordY``/``coordZ``
   set ``x``/``y``/``z``, any other field is kept under its own name.
-- anything else: a ``RawMessage``.
+- ``orin/{id}/command/ack`` and ``orin/{id}/command/result``: a device's report on a
+  command, a JSON object ``{"id": command id, "status": ...}`` (``delivered`` on ``ack``;
+  ``succeeded``, ``failed`` or ``rejected`` on ``result``, with optional ``result`` and
+  ``error``): a ``CommandReply``.
+- anything else (the commands on ``orin/{id}/command`` too): a ``RawMessage``.
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ import orjson
 
 from .errors import InvalidDeviceId
 from .models import (
+    DELIVERED,
     DEVICE_ID,
+    OUTCOMES,
     RECEIVED_AT,
     REJECTED_PAYLOAD_KEEP,
     RESERVED_FIELDS,
     TIMESTAMP,
     Batch,
+    CommandReply,
     DeviceId,
     RawMessage,
     Reading,
@@ -48,6 +55,10 @@ _MICROS = 1e14
 assert {DEVICE_ID, TIMESTAMP, RECEIVED_AT} == RESERVED_FIELDS, "_coordinates drops them by name"
 # Ids already validated, so a fleet's steady stream checks each id once.
 _KNOWN_IDS_LIMIT = 100_000
+COMMANDS = "orin"
+REPLY_STATUSES = {"ack": (DELIVERED,), "result": OUTCOMES}
+"""What each reply topic (``orin/{id}/command/<kind>``) may report."""
+MAX_COMMAND_ID = 128
 
 
 class _Reject(Exception):
@@ -139,6 +150,26 @@ def _field(device_id: DeviceId, name: str, payload: bytes, received_at: float) -
     return Reading(device_id, {name: _scalar(text)}, received_at, received_at)
 
 
+def _reply(device_id: DeviceId, kind: str, payload: bytes, received_at: float) -> CommandReply:
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise _Reject("invalid_json", f"payload is not JSON: {exc}") from None
+    if type(document) is not dict:
+        raise _Reject("not_an_object", "a command reply is not a JSON object")
+    command_id = document.get("id")
+    if type(command_id) is not str or not 0 < len(command_id) <= MAX_COMMAND_ID:
+        raise _Reject("invalid_reply", f"'id' must be a command id (1-{MAX_COMMAND_ID} characters)")
+    allowed = REPLY_STATUSES[kind]
+    status = document.get("status", DELIVERED if kind == "ack" else None)
+    if status not in allowed:
+        raise _Reject("invalid_reply", f"'status' on command/{kind} must be {' or '.join(allowed)}")
+    error = document.get("error")
+    if error is not None and type(error) is not str:
+        raise _Reject("invalid_reply", "'error' must be a string")
+    return CommandReply(device_id, command_id, status, document.get("result"), error, received_at)
+
+
 class Parser:
     """Parses batches of MQTT messages; keeps nothing but its limits and the ids it checked."""
 
@@ -158,6 +189,19 @@ class Parser:
             self._routes.clear()
         self._routes[topic] = route
         return route
+
+    def _command_reply(self, topic: str, payload: bytes, received_at: float) -> CommandReply | None:
+        """The reply an ``orin/{id}/command/ack|result`` message makes; ``None`` for any
+        other topic."""
+        parts = topic.split("/")
+        if (
+            len(parts) != 4
+            or parts[0] != COMMANDS
+            or parts[2] != "command"
+            or parts[3] not in REPLY_STATUSES
+        ):
+            return None
+        return _reply(self._device_id(parts[1]), parts[3], payload, received_at)
 
     def _device_id(self, text: str) -> DeviceId:
         device_id = self._known_ids.get(text)
@@ -181,6 +225,7 @@ class Parser:
         """Parse ``(topic, payload, received_at)`` triples into one batch; never raises."""
         batch = Batch()
         readings, raw, rejected = batch.readings, batch.raw, batch.rejected
+        replies = batch.replies
         max_payload = self.max_payload
         routes = self._routes
         for topic, payload, received_at in messages:
@@ -192,6 +237,11 @@ class Parser:
                     )
                 route = routes.get(topic) or self._route(topic)
                 if route is None:
+                    if topic.startswith(COMMANDS):
+                        reply = self._command_reply(topic, payload, received_at)
+                        if reply is not None:
+                            replies.append(reply)
+                            continue
                     raw.append(RawMessage(topic, payload, received_at))
                     continue
                 device_id, name = route

@@ -23,8 +23,17 @@ import uvicorn
 from fastapi import FastAPI
 
 from .api import ApiContext, create_app, create_health_app
+from .api.limits import MAX_WS_MESSAGE
 from .archiver import Archiver
-from .broker import connect_host, create_broker
+from .auth import (
+    Authenticator,
+    accounts_path,
+    auth_required,
+    create_authenticator,
+    public_listeners,
+)
+from .broker import Broker, MosquittoBroker, connect_host, create_broker
+from .broker import accounts as broker_accounts
 from .bus import Bus, create_bus
 from .commands import CommandService
 from .config import OPTIONS, MqttEndpoint, Settings
@@ -60,6 +69,8 @@ class Assembly:
         self.components: dict[str, HasHealth] = {}
         self.api: FastAPI | None = None
         """The app served on --http-port, when a role of this process serves one."""
+        self.broker: Broker | None = None
+        """The embedded broker, when this process runs one."""
         self._endpoint: MqttEndpoint | None = None
         self._bus: Bus | None = None
         self._store: Store | None = None
@@ -82,15 +93,17 @@ class Assembly:
         connects to it."""
         broker = create_broker(self.settings)
         if broker is not None:
-            await self.enter("broker", broker)
-            self._endpoint = MqttEndpoint(connect_host(broker.host), broker.port)
+            self.broker = await self.enter("broker", broker)
 
-    def endpoint(self) -> MqttEndpoint:
-        """Where MQTT clients of this process connect: the embedded broker or ``--mqtt-url``."""
+    def endpoint(self, account: str) -> MqttEndpoint:
+        """Where MQTT client ``account`` of this process (``iotstream.broker.accounts``)
+        connects: the embedded broker as that account, or ``--mqtt-url``."""
+        if self.broker is not None:
+            return self.broker.client_endpoint(account)
         if self._endpoint is None:
             if self.settings.mqtt.url is None:
                 raise ConfigError("no MQTT broker in this process: give --mqtt-url")
-            self._endpoint = MqttEndpoint.parse(self.settings.mqtt.url)
+            self._endpoint = self.settings.mqtt.endpoint()
         return self._endpoint
 
     async def bus(self) -> Bus:
@@ -143,15 +156,56 @@ class Role:
 
 async def _start_api(parts: Assembly) -> None:
     store, hub = await parts.store(), await parts.hub()
-    command_link = await parts.enter("commands", MqttConnection(parts.endpoint(), "commands"))
+    command_link = MqttConnection(parts.endpoint(broker_accounts.COMMANDS), "commands", mqtt5=True)
+    await parts.stack.enter_async_context(command_link)
     parts.components.setdefault("broker", command_link)
+    options = parts.settings.commands
+    command_service = CommandService(
+        command_link,
+        store,
+        default_ttl=options.ttl,
+        max_ttl=options.max_ttl,
+        offline_after=options.offline_after,
+    )
+    # Its health is the link's, with what it keeps queued.
+    await parts.enter("commands", command_service)
     rates = RateMeter(store)
     parts.spawn(rates.run(), "rates")
     # The shared ``components`` also gets the parts of roles started after this one.
     context = ApiContext(
-        store, hub, CommandService(command_link), rates, parts.components, lake=await parts.lake()
+        store,
+        hub,
+        command_service,
+        rates,
+        parts.components,
+        lake=await parts.lake(),
+        auth=await _start_auth(parts),
     )
     parts.api = create_app(context, parts.settings.http.cors_origins)
+
+
+async def _start_auth(parts: Assembly) -> Authenticator | None:
+    """The authenticator when credentials are required; on a first start without users it
+    makes ``admin`` and prints its password, this once."""
+    settings = parts.settings
+    if not auth_required(settings):
+        public = public_listeners(settings)
+        if public:
+            log.warning(
+                "--auth off with %s open to the network: anyone who reaches it may "
+                "watch and command every robot",
+                " and ".join(public),
+            )
+        return None
+    auth = await parts.enter("auth", create_authenticator(settings))
+    if auth.initial_password is not None:
+        print(
+            f"Created the user admin with the password {auth.initial_password}\n"
+            f"  It is shown this once and stored only as a hash in {accounts_path(settings)}; "
+            "`iotstream users add NAME --role ROLE` adds more.",
+            flush=True,
+        )
+    return auth
 
 
 async def _start_processor(parts: Assembly) -> None:
@@ -184,7 +238,7 @@ async def _start_bridge(parts: Assembly) -> None:
     mqtt = parts.settings.mqtt
     durable = parts.settings.kafka.bootstrap is not None
     ingest = Ingest(
-        parts.endpoint(),
+        parts.endpoint(broker_accounts.INGEST),
         mqtt.topics,
         mqtt.qos,
         Parser(mqtt.max_payload),
@@ -302,9 +356,9 @@ def _bind(
     return api, _listen(stack, http.host, port, "--metrics-port")
 
 
-def _url(sock: socket.socket) -> str:
+def _url(sock: socket.socket, tls: bool) -> str:
     host, port = sock.getsockname()[:2]
-    return f"http://{connect_host(host)}:{port}"
+    return f"{'https' if tls else 'http'}://{connect_host(host)}:{port}"
 
 
 def _stop_event() -> asyncio.Event:
@@ -335,32 +389,53 @@ async def serve(settings: Settings, roles: Sequence[Role] = ROLES) -> None:
             await role.start(parts)
         if settings.simulator.robots:
             fleet = Fleet(settings.simulator.robots, seed=1)
-            parts.spawn(simulate(fleet, parts.endpoint(), settings.simulator.rate), "simulator")
+            endpoint = parts.endpoint(broker_accounts.SIMULATOR)
+            parts.spawn(simulate(fleet, endpoint, settings.simulator.rate), "simulator")
 
         listeners: list[tuple[FastAPI, socket.socket]] = []
         lines = []
         if api_socket is not None and parts.api is not None:
             listeners.append((parts.api, api_socket))
-            lines.append(_banner(settings, parts.endpoint()))
+            lines.append(_banner(settings, parts.broker))
         else:
             names = " + ".join(role.name for role in roles)
             lines.append(f"iotstream {names} is running; stop with Ctrl-C")
         if health_socket is not None:
             listeners.append((create_health_app(parts.components), health_socket))
-            lines.append(f"  Health     {_url(health_socket)}/api/health")
+            tls = settings.http.tls_cert is not None
+            lines.append(f"  Health     {_url(health_socket, tls)}/api/health")
         tune_garbage_collection()
         await _serve_http(settings, listeners, stop, "\n".join(lines))
 
 
-def _banner(settings: Settings, endpoint: MqttEndpoint) -> str:
+def _banner(settings: Settings, broker: Broker | None) -> str:
     host = connect_host(settings.http.host)
-    http = f"http://{host}:{settings.http.port}"
+    tls = settings.http.tls_cert is not None
+    http = f"{'https' if tls else 'http'}://{host}:{settings.http.port}"
     lines = [
         f"iotstream is running: dashboard {http}/",
         f"  API        {http}/api/health , Swagger UI {http}/docs",
-        f"  WebSocket  ws://{host}:{settings.http.port}/coordinates",
-        f"  MQTT       {endpoint}  (publish to sensors/<id>/coordinates)",
+        f"  WebSocket  {'wss' if tls else 'ws'}://{host}:{settings.http.port}/coordinates",
     ]
+    if auth_required(settings):
+        lines.append(
+            "  API needs credentials: log in on the dashboard or POST /api/auth/token; "
+            "`iotstream users add` and `iotstream apikeys add` make more"
+        )
+    if broker is None:
+        lines.append(f"  MQTT       {settings.mqtt.endpoint()}")
+    else:
+        mqtt_host = connect_host(broker.host)
+        lines.append(
+            f"  MQTT       mqtt://{mqtt_host}:{broker.port}  (publish to sensors/<id>/coordinates)"
+        )
+        if broker.tls is not None:
+            lines.append(f"  MQTT TLS   mqtts://{mqtt_host}:{broker.tls.port}")
+        if isinstance(broker, MosquittoBroker) and broker.accounts is not None:
+            lines.append(
+                "  MQTT needs an account per robot: `iotstream devices add <id>` prints its "
+                "user name and password"
+            )
     if settings.mqtt.url is None and settings.mqtt.host == "127.0.0.1":
         lines.append("  MQTT listens on loopback only; --mqtt-host 0.0.0.0 opens it to the network")
     if settings.http.host == "127.0.0.1":
@@ -383,7 +458,10 @@ async def _serve_http(
                 ws_ping_interval=settings.ws.ping_interval,
                 ws_ping_timeout=settings.ws.ping_interval,
                 ws_per_message_deflate=settings.ws.compression,
+                ws_max_size=MAX_WS_MESSAGE,
                 lifespan="off",
+                ssl_certfile=settings.http.tls_cert,
+                ssl_keyfile=settings.http.tls_key,
             )
         )
         for app, _ in listeners

@@ -1,20 +1,33 @@
-"""Simulated robots that drive smooth paths across a floor and report over MQTT."""
+"""Simulated robots that drive smooth paths across a floor and report over MQTT.
+
+Each robot is a device of the device SDK (``iotstream.device``): it reports its position,
+its presence, and answers ``goto x y`` by driving there, reporting success on arrival.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import orjson
 
 from .config import MqttEndpoint
-from .mqtt import MqttConnection
+from .errors import missing_extra
+
+if TYPE_CHECKING:
+    from .device import Device
 
 FLOOR = (60.0, 40.0)  # metres: a warehouse floor
 MARGIN = 4.0
+ARRIVED = 0.3
+"""Metres from its goal at which a robot has arrived."""
+GOTO_TIMEOUT = 300.0
 
 
 @dataclass(slots=True)
@@ -25,6 +38,11 @@ class Robot:
     heading: float  # radians, counter-clockwise from +x
     speed: float  # m/s
     turn: float  # rad/s
+    mode: str = "none"
+    """The reference system's mode (``tracking``, ``slam``, ``none``), as last commanded."""
+    goal: tuple[float, float] | None = None
+    """Where ``goto`` sends it; ``None`` while it roams."""
+    arrived: threading.Event = field(default_factory=threading.Event)
 
 
 class Fleet:
@@ -49,6 +67,9 @@ class Fleet:
         r = self.random
         width, height = FLOOR
         for robot in self.robots:
+            if robot.goal is not None:
+                self._drive_to_goal(robot, dt)
+                continue
             # The turn rate wanders; near a wall it steers toward the middle of the floor.
             robot.turn = max(-0.8, min(0.8, robot.turn + r.gauss(0.0, 0.6) * dt))
             near_wall = not (
@@ -62,6 +83,30 @@ class Fleet:
             robot.speed = max(0.3, min(2.0, robot.speed + r.gauss(0.0, 0.2) * dt))
             robot.x = min(width, max(0.0, robot.x + math.cos(robot.heading) * robot.speed * dt))
             robot.y = min(height, max(0.0, robot.y + math.sin(robot.heading) * robot.speed * dt))
+
+    @staticmethod
+    def _drive_to_goal(robot: Robot, dt: float) -> None:
+        assert robot.goal is not None
+        gx, gy = robot.goal
+        distance = math.hypot(gx - robot.x, gy - robot.y)
+        if distance <= ARRIVED:
+            robot.goal = None
+            robot.turn = 0.0
+            robot.arrived.set()
+            return
+        robot.heading = math.atan2(gy - robot.y, gx - robot.x)
+        robot.speed = max(robot.speed, 1.0)
+        step = min(distance, robot.speed * dt)
+        robot.x += math.cos(robot.heading) * step
+        robot.y += math.sin(robot.heading) * step
+
+    def goto(self, robot: Robot, x: float, y: float, timeout: float = GOTO_TIMEOUT) -> bool:
+        """Send ``robot`` to ``(x, y)`` (clamped to the floor) and wait until it is there
+        (``step`` moves it); ``False`` when it did not arrive within ``timeout`` seconds."""
+        width, height = FLOOR
+        robot.arrived.clear()
+        robot.goal = (min(width, max(0.0, x)), min(height, max(0.0, y)))
+        return robot.arrived.wait(timeout)
 
     def payloads(self, now: float) -> list[tuple[str, bytes]]:
         """One ``(topic, payload)`` per robot in the reference format plus heading and speed."""
@@ -82,18 +127,74 @@ class Fleet:
         ]
 
 
+def _device(fleet: Fleet, robot: Robot, endpoint: MqttEndpoint, period: float) -> Device:
+    try:
+        from .device import CommandRejected, Device
+    except ImportError as exc:
+        raise missing_extra("device", "paho-mqtt") from exc
+
+    credentials = None
+    if endpoint.username is not None:
+        credentials = (endpoint.username, endpoint.password or "")
+    device = Device(robot.device_id, str(endpoint), credentials, batch_interval=period)
+
+    @device.command("goto")
+    def goto(x: str, y: str) -> dict[str, float]:
+        try:
+            goal = float(x), float(y)
+        except ValueError:
+            raise CommandRejected(f"goto needs two numbers, not {x!r} {y!r}") from None
+        if not all(math.isfinite(v) for v in goal):
+            raise CommandRejected("goto needs finite numbers")
+        if not fleet.goto(robot, *goal):
+            raise TimeoutError(f"did not reach {goal} in {GOTO_TIMEOUT:g} s")
+        return {"x": round(robot.x, 3), "y": round(robot.y, 3)}
+
+    for mode in ("tracking", "slam", "none"):  # the reference system's modes
+
+        def switch(mode: str = mode) -> dict[str, str]:
+            robot.mode = mode
+            return {"mode": mode}
+
+        device.command(mode)(switch)
+
+    @device.command("stop")
+    def stop() -> dict[str, float]:
+        robot.goal = None
+        robot.arrived.set()
+        return {"x": round(robot.x, 3), "y": round(robot.y, 3)}
+
+    return device
+
+
 async def simulate(
     fleet: Fleet, endpoint: MqttEndpoint, rate: float, duration: float | None = None
 ) -> None:
-    """Publish every robot ``rate`` times per second, for ``duration`` seconds or forever."""
+    """Publish every robot ``rate`` times per second, for ``duration`` seconds or forever;
+    each robot answers commands (``goto x y``, ``stop``) as a device of the device SDK."""
     period = 1.0 / rate
-    async with MqttConnection(endpoint, "simulator") as link:
-        await link.connected.wait()
+    devices = [_device(fleet, robot, endpoint, period) for robot in fleet.robots]
+    try:
+        # Connecting happens in paho's threads; wait for all of them at once.
+        await asyncio.gather(*(asyncio.to_thread(device.start, 10.0) for device in devices))
         loop = asyncio.get_running_loop()
         started = next_tick = loop.time()
         while duration is None or loop.time() - started < duration:
             fleet.step(period)
-            for topic, payload in fleet.payloads(time.time()):
-                link.publish(topic, payload)
+            now = time.time()
+            for device, robot in zip(devices, fleet.robots, strict=True):
+                device.position(
+                    round(robot.x, 3),
+                    round(robot.y, 3),
+                    timestamp=round(now, 3),
+                    heading=round(math.degrees(robot.heading), 1),
+                    speed=round(robot.speed, 2),
+                )
             next_tick += period
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
+    finally:
+        for robot in fleet.robots:  # a goto waiting for its robot gives up
+            robot.goal = None
+            robot.arrived.set()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*(asyncio.to_thread(device.stop) for device in devices))

@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import struct
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .config import MqttEndpoint
 from .health import Health
@@ -30,6 +32,7 @@ from .lifecycle import Component
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Message = tuple[str, bytes, float]
 """Topic, payload and the time it was received."""
 
@@ -96,9 +99,16 @@ class _Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
-        for waiter in (self.connack, self.suback):
-            if not waiter.done():
-                waiter.set_exception(ConnectionError("the broker closed the connection"))
+
+    async def reply(self, waiter: asyncio.Future[T]) -> T:
+        """What the broker answers, once it does (``CONNECT_TIMEOUT``)."""
+        either: set[asyncio.Future[Any]] = {waiter, self.closed}
+        await asyncio.wait(either, timeout=CONNECT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        if waiter.done():
+            return waiter.result()
+        if self.closed.done():
+            raise ConnectionError("the broker closed the connection")
+        raise TimeoutError("the broker did not answer")
 
     def pause(self) -> None:
         if not self.paused and self.transport is not None:
@@ -214,7 +224,10 @@ class Subscriber(Component):
         acknowledge_on_receipt: bool = True,
         keepalive: int = KEEPALIVE,
         max_pending: int = MAX_PENDING,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: how to check the broker of an ``mqtts://`` endpoint (default: against
+        the system's trusted CAs)."""
         self.endpoint = endpoint
         self.name = name
         self.topics = topics
@@ -225,7 +238,10 @@ class Subscriber(Component):
         self.acknowledge_on_receipt = acknowledge_on_receipt
         self.keepalive = keepalive
         self.max_pending = max_pending
+        self.tls = (tls or ssl.create_default_context()) if endpoint.tls else None
         self.connected = asyncio.Event()
+        self._answered = asyncio.Event()
+        """Set once the broker accepted or refused us."""
         self.disconnects = 0
         self.refusal: str | None = None
         """Why the broker last refused to connect or subscribe us, while it does."""
@@ -302,16 +318,18 @@ class Subscriber(Component):
         """Connect, subscribe, and stay until the connection is lost."""
         loop = asyncio.get_running_loop()
         transport, protocol = await asyncio.wait_for(
-            loop.create_connection(lambda: _Protocol(self), self.endpoint.host, self.endpoint.port),
+            loop.create_connection(
+                lambda: _Protocol(self), self.endpoint.host, self.endpoint.port, ssl=self.tls
+            ),
             CONNECT_TIMEOUT,
         )
         try:
             protocol.write(self._connect_packet())
-            code = await asyncio.wait_for(asyncio.shield(protocol.connack), CONNECT_TIMEOUT)
+            code = await protocol.reply(protocol.connack)
             if code:
                 raise Refused(f"CONNECT refused: {CONNACK_REASONS.get(code, f'code {code}')}")
             protocol.write(self._subscribe_packet())
-            granted = await asyncio.wait_for(asyncio.shield(protocol.suback), CONNECT_TIMEOUT)
+            granted = await protocol.reply(protocol.suback)
             if 0x80 in granted:
                 refused = [t for t, code in zip(self.topics, granted, strict=False) if code & 0x80]
                 raise Refused(f"SUBSCRIBE refused for {', '.join(refused)}")
@@ -319,6 +337,7 @@ class Subscriber(Component):
             self._protocol = protocol
             self.refusal = None
             self.connected.set()
+            self._answered.set()
             log.info("%s connected", self)
             await self._keep_alive(protocol)
         finally:
@@ -345,8 +364,10 @@ class Subscriber(Component):
                 await self._session()
                 delay = 0.2
             except Refused as exc:
+                if self.refusal != str(exc):  # once, not at every retry
+                    log.error("%s: %s", self, exc)
                 self.refusal = str(exc)
-                log.error("%s: %s", self, exc)
+                self._answered.set()
             except (OSError, TimeoutError, ConnectionError) as exc:
                 log.warning("%s cannot reach the broker (%s)", self, exc or type(exc).__name__)
             if self.connected.is_set():
@@ -362,8 +383,8 @@ class Subscriber(Component):
     async def start(self) -> None:
         self._closing = False
         self._runner = asyncio.create_task(self._run(), name=f"{self.name}-mqtt")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.connected.wait(), CONNECT_TIMEOUT)
+        with contextlib.suppress(TimeoutError):  # then it goes on trying in the background
+            await asyncio.wait_for(self._answered.wait(), CONNECT_TIMEOUT)
 
     async def stop(self) -> None:
         self._closing = True

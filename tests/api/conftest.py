@@ -69,7 +69,7 @@ async def until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None
 
 @pytest.fixture
 def context(store: MemoryStore, hub: Hub) -> ApiContext:
-    commands = CommandService(unreachable_link())
+    commands = CommandService(unreachable_link(), store)
     return ApiContext(store, hub, commands, RateMeter(store), {"store": store, "hub": hub})
 
 
@@ -89,10 +89,11 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 async def reachable_broker(context: ApiContext) -> AsyncIterator[AmqttBroker]:
     """An in-process broker, with the app's command link connected to it."""
     broker = AmqttBroker("127.0.0.1", free_port())
+    # amqtt speaks MQTT 3.1.1 only (an MQTT 5 link falls back, after a second's delay).
     link = MqttConnection(MqttEndpoint(broker.host, broker.port), "commands")
     async with broker, link:
         assert link.connected.is_set()
-        context.commands = CommandService(link)
+        context.commands = CommandService(link, context.store)
         yield broker
 
 

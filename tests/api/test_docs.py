@@ -27,6 +27,22 @@ OPERATIONS = {
         "command_api_commands__device_id__post",
         {"202", "400", "422", "503"},
     ),
+    ("/api/devices/{device_id}/commands", "post"): (
+        "create_command_api_devices__device_id__commands_post",
+        {"202", "400", "422", "503"},
+    ),
+    ("/api/devices/{device_id}/commands", "get"): (
+        "device_commands_api_devices__device_id__commands_get",
+        {"200", "404", "422"},
+    ),
+    ("/api/commands/{command_id}", "get"): (
+        "get_command_api_commands__command_id__get",
+        {"200", "404", "422"},
+    ),
+    ("/api/commands/{command_id}", "delete"): (
+        "cancel_command_api_commands__command_id__delete",
+        {"200", "404", "409", "422", "503"},
+    ),
     ("/metrics", "get"): ("metrics_metrics_get", {"200"}),
     **{
         (f"/api/devices/{{device_id}}/{what}", "get"): (

@@ -1,5 +1,5 @@
 """Every route and the WebSocket handshake go through ROUTE_DEPENDENCIES, the one place
-authentication will go; the docs and the dashboard's static files stay outside it."""
+authentication goes; the docs and the dashboard's static files stay outside it."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ queued, so a test waits on the message itself instead of sleeping."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import uuid
 from dataclasses import dataclass
 from types import TracebackType
@@ -27,9 +28,21 @@ class Message:
 class MqttClient:
     """``async with MqttClient(port) as client:`` connects and disconnects."""
 
-    def __init__(self, port: int, client_id: str | None = None, clean_session: bool = True):
+    def __init__(
+        self,
+        port: int,
+        client_id: str | None = None,
+        clean_session: bool = True,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ):
         self.port = port
+        self.tls = tls
         self.client = Client(client_id or f"test-{uuid.uuid4().hex[:12]}", clean_session)
+        if username is not None:
+            self.client.set_auth_credentials(username, password)
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self.messages: asyncio.Queue[Message] = asyncio.Queue()
@@ -49,9 +62,10 @@ class MqttClient:
             future.set_result(tuple(granted))
 
     async def connect(self) -> None:
-        await asyncio.wait_for(
-            self.client.connect("127.0.0.1", self.port, keepalive=30, version=MQTTv311), TIMEOUT
+        connecting = self.client.connect(
+            "127.0.0.1", self.port, ssl=self.tls or False, keepalive=30, version=MQTTv311
         )
+        await asyncio.wait_for(connecting, TIMEOUT)
 
     async def disconnect(self) -> None:
         if self.client.is_connected:

@@ -89,6 +89,18 @@ class TestKafkaBus(BusSuite):
             configs = admin.describe_configs([resource])[resource].result(timeout=10)
             assert configs["retention.ms"].value == "3600000"
 
+    async def test_a_one_broker_cluster_gets_fewer_partitions_by_default(
+        self, kafka: harness.Service
+    ) -> None:
+        topic = unique_topic()
+        async with KafkaBus(kafka.address, topic=topic, group_prefix=topic) as started:
+            topics = AdminClient({"bootstrap.servers": kafka.address}).list_topics(timeout=10)
+            assert len(topics.brokers) == 1
+            assert len(topics.topics[topic].partitions) == kafka_module.SINGLE_BROKER_PARTITIONS
+            deadletters = topics.topics[started.deadletter_topic]
+            assert len(deadletters.partitions) == kafka_module.SINGLE_BROKER_PARTITIONS
+        assert kafka_module.default_partitions(3) == kafka_module.REFERENCE_PARTITIONS == 100
+
     async def test_a_second_bus_keeps_the_existing_topics(
         self, kafka: harness.Service, caplog: pytest.LogCaptureFixture
     ) -> None:

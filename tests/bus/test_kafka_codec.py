@@ -28,7 +28,9 @@ from iotstream.models import (
     EVENT_KINDS,
     MAX_DEVICE_ID,
     REJECTED_PAYLOAD_KEEP,
+    REPORTS,
     Batch,
+    CommandReply,
     DeviceId,
     RawMessage,
     Reading,
@@ -93,22 +95,34 @@ rejected_events = st.builds(
     st.text(),
     times,
 )
-events = reading_events | raw_events | rejected_events
+reply_events = st.builds(
+    CommandReply,
+    device_ids,
+    st.text(),
+    st.sampled_from(REPORTS),
+    json_values,
+    st.none() | st.text(),
+    times,
+)
+events = reading_events | raw_events | rejected_events | reply_events
+Event = Reading | RawMessage | Rejected | CommandReply
 
 
 @given(events)
-def test_every_event_round_trips(event: Reading | RawMessage | Rejected) -> None:
+def test_every_event_round_trips(event: Event) -> None:
     key, value = encode(event)
     assert decode(value) == event
-    expected_key = event.device_id if isinstance(event, Reading) else event.topic
+    by_device = isinstance(event, Reading | CommandReply)
+    expected_key = event.device_id if by_device else event.topic  # type: ignore[union-attr]
     assert key == expected_key.encode()
 
 
 @given(st.lists(events, max_size=20))
-def test_a_batch_round_trips_in_events_order(items: list[Reading | RawMessage | Rejected]) -> None:
+def test_a_batch_round_trips_in_events_order(items: list[Event]) -> None:
     batch = Batch.from_events(items)
     records = encode_batch(batch)
-    assert [decode(value) for _, value in records.live] == [*batch.readings, *batch.raw]
+    live = [*batch.readings, *batch.raw, *batch.replies]
+    assert [decode(value) for _, value in records.live] == live
     assert [decode(value) for _, value in records.deadletter] == batch.rejected
     both = [*records.live, *records.deadletter]
     assert decode_batch(Record(value) for _, value in both) == batch
@@ -118,7 +132,7 @@ VALIDATOR = Draft202012Validator(schema())
 
 
 @given(events)
-def test_every_record_matches_the_published_schema(event: Reading | RawMessage | Rejected) -> None:
+def test_every_record_matches_the_published_schema(event: Event) -> None:
     _, value = encode(event)
     VALIDATOR.validate(orjson.loads(value))
 
@@ -143,6 +157,8 @@ def test_the_schema_and_the_record_table_cover_every_kind_of_event() -> None:
         {"k": "r", "id": "a", "ts": 1, "at": 1, "f": []},
         {"k": "m", "tp": "t", "at": 1},
         {"k": "x", "tp": "t", "pl": "", "n": -1, "why": "", "msg": "", "at": 1},
+        {"k": "c", "id": "a", "cmd": "c1", "st": "done", "res": None, "err": None, "at": 1},
+        {"k": "c", "id": "a", "cmd": "c1", "st": "failed", "res": None, "err": 5, "at": 1},
     ],
 )
 def test_the_schema_refuses_what_is_not_a_record(value: dict[str, Any]) -> None:
@@ -184,6 +200,18 @@ def test_unknown_keys_are_ignored_and_integer_times_accepted() -> None:
         (b'{"k": "r", "id": "a", "ts": 1, "at": 1, "f": []}', "'f' is not an object"),
         (b'{"k": "m", "tp": "t", "pl": "not base64!", "at": 1}', "'pl' is not base64"),
         (b'{"k": "x", "tp": "t", "pl": "", "n": 1.5, "why": "", "msg": "", "at": 1}', "'n'"),
+        (
+            b'{"k": "c", "id": "a", "cmd": "c", "st": "done", "res": 1, "err": null, "at": 1}',
+            "'st' is not one of",
+        ),
+        (
+            b'{"k": "c", "id": "a", "cmd": "c", "st": "failed", "res": 1, "err": 2, "at": 1}',
+            "'err' is neither",
+        ),
+        (
+            b'{"k": "c", "id": "a", "cmd": 1, "st": "failed", "res": 1, "err": null, "at": 1}',
+            "'cmd'",
+        ),
     ],
 )
 def test_what_is_not_an_event_is_refused_with_the_reason(value: bytes | None, detail: str) -> None:

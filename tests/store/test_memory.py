@@ -8,10 +8,11 @@ import pytest
 
 from iotstream.store import MemoryStore
 
+from .command_suite import CommandSuite
 from .suite import DEADLETTER_LIMIT, DEDUPE_WINDOW, StoreSuite
 
 
-class TestMemoryStore(StoreSuite):
+class TestMemoryStore(StoreSuite, CommandSuite):
     @pytest.fixture
     async def store(self) -> AsyncIterator[MemoryStore]:
         async with MemoryStore(

@@ -23,6 +23,7 @@ from iotstream.models import Batch, Changes, RawMessage, Reading, Rejected
 from iotstream.store import MemoryStore
 from iotstream.store.redis import RedisStore
 
+from .command_suite import CommandSuite
 from .suite import DEADLETTER_LIMIT, DEDUPE_WINDOW, T0, StoreSuite, reading, rejected
 
 pytestmark = pytest.mark.redis
@@ -36,7 +37,7 @@ def unique_prefix() -> str:
     return f"test-{uuid.uuid4().hex}"
 
 
-class TestRedisStore(StoreSuite):
+class TestRedisStore(StoreSuite, CommandSuite):
     @pytest.fixture
     async def store(self, redis_server: harness.Service) -> AsyncIterator[RedisStore]:
         async with RedisStore(

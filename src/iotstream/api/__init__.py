@@ -11,38 +11,78 @@ One router per concern, each route taking what it needs through ``dependencies``
                  ``/prediction``, ``/api/analytics/heatmap`` (analyses of the lake)
 - ``websocket``  ``/coordinates``
 - ``dashboard``  ``GET /``, the files under ``/dashboard``, ``GET /swagger-ui.html``
+- ``auth``       ``POST /api/auth/token``, ``/.well-known/jwks.json``, ``/api/auth/me``,
+                 ``/api/users``, ``/api/apikeys`` (only when credentials are required)
+- ``security``   ``authorize``: who may call what, and how ``/openapi.json`` shows it
+- ``limits``     bounds on request bodies, query strings and WebSocket messages
 - ``schemas``    the request and response models and their OpenAPI examples
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from fastapi import APIRouter, FastAPI, params
+from fastapi import APIRouter, Depends, FastAPI, Request, params
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
 
 from .. import __version__
+from ..auth import Role
+from ..errors import AuthError
 from ..health import HasHealth
-from . import analytics, commands, dashboard, devices, health, history, stats, websocket
+from . import analytics, auth, commands, dashboard, devices, health, history, stats, websocket
 from .dependencies import ApiContext, RoleHealth
+from .limits import RequestLimits
+from .security import ByMethod, Needs, authorize, document_security, operations, role_table
 
-__all__ = ["ApiContext", "create_app", "create_health_app"]
+__all__ = ["AUTH_ROUTERS", "ROUTERS", "ApiContext", "create_app", "create_health_app"]
 
-ROUTERS: tuple[APIRouter, ...] = (
-    health.router,
-    stats.router,
-    devices.router,
-    commands.router,
-    history.router,
-    analytics.router,
-    websocket.router,
-    dashboard.router,
+# Every router with the smallest role that may use it; None: open to anyone; ByMethod: one
+# role for its GETs, another for the rest. With auth off (``ApiContext.auth`` is None) every
+# route is open, as on loopback before there was auth.
+ROUTERS: tuple[tuple[APIRouter, Needs], ...] = (
+    (health.router, None),
+    (stats.router, Role.VIEWER),
+    (devices.router, Role.VIEWER),
+    (commands.router, ByMethod(read=Role.VIEWER, write=Role.OPERATOR)),
+    (history.router, Role.VIEWER),
+    (analytics.router, Role.VIEWER),
+    (websocket.router, Role.VIEWER),
+    (dashboard.router, None),
+)
+# Logging in, and the admin's users and API keys: only when credentials are required.
+AUTH_ROUTERS: tuple[tuple[APIRouter, Needs], ...] = (
+    (auth.router, None),
+    (auth.session_router, Role.VIEWER),
+    (auth.admin_router, Role.ADMIN),
 )
 
-# The one place for what every route and the WebSocket handshake go through; empty today.
-# Authentication will be one entry here. The docs (/docs, /openapi.json) and the static
-# files under /dashboard are not our routes and stay outside it.
-ROUTE_DEPENDENCIES: Sequence[params.Depends] = ()
+# The one place for what every route and the WebSocket handshake go through: ``authorize``
+# checks the caller against the role its router was included with (``ROUTERS``). The docs
+# (/docs, /openapi.json) and the static files under /dashboard are not our routes and stay
+# outside it; the dashboard asks for credentials itself when the API answers 401.
+ROUTE_DEPENDENCIES: Sequence[params.Depends] = (Depends(authorize),)
+
+
+async def _accounts_down(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": "credentials cannot be checked now"}, status_code=503)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    # As FastAPI's own answer, but ASCII-escaped: the errors echo the input, and a lone
+    # surrogate in it (valid JSON, not valid UTF-8) would turn the 422 into a 500.
+    assert isinstance(exc, RequestValidationError)
+    body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+    return Response(body, status_code=422, media_type="application/json")
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    # The trace goes to the log; the client learns only that it was not its fault.
+    return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
 def create_app(context: ApiContext, cors_origins: list[str]) -> FastAPI:
@@ -55,9 +95,23 @@ def create_app(context: ApiContext, cors_origins: list[str]) -> FastAPI:
     app.add_middleware(
         CORSMiddleware, allow_origins=cors_origins, allow_methods=["*"], allow_headers=["*"]
     )
+    app.add_middleware(RequestLimits)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(AuthError, _accounts_down)
+    app.add_exception_handler(Exception, _internal_error)
     app.state.context = context
-    for router in ROUTERS:
+    app.state.cors_origins = cors_origins
+    routers = ROUTERS if context.auth is None else (*ROUTERS, *AUTH_ROUTERS)
+    roles: dict[Callable[..., Any], Role | None] = {}
+    endpoints: dict[tuple[str, str], Callable[..., Any]] = {}
+    for router, role in routers:
         app.include_router(router, dependencies=ROUTE_DEPENDENCIES)
+        roles.update(role_table(router.routes, role))
+        endpoints.update(((path, method), end) for path, method, end in operations(router.routes))
+    app.state.roles = roles
+    if context.auth is not None:
+        oidc = context.auth.oidc
+        document_security(app, roles, endpoints, None if oidc is None else oidc.issuer)
     # On the app, not in the dashboard router: older FastAPI releases in our supported range
     # drop a router's mounts when including it.
     app.mount("/dashboard", dashboard.files(), name="dashboard")
@@ -75,5 +129,6 @@ def create_health_app(components: dict[str, HasHealth]) -> FastAPI:
         openapi_url=None,
     )
     app.state.context = RoleHealth(components)
+    app.state.roles = role_table(health.router.routes, None)
     app.include_router(health.router, dependencies=ROUTE_DEPENDENCIES)
     return app

@@ -16,6 +16,7 @@ from typing import Annotated, Protocol
 from fastapi import Depends, HTTPException
 from starlette.requests import HTTPConnection
 
+from ..auth import Authenticator
 from ..commands import CommandService
 from ..errors import InvalidDeviceId
 from ..health import HasHealth
@@ -38,6 +39,8 @@ class ApiContext:
     started_at: float = field(default_factory=time.time)
     lake: Lake | None = None
     """The history lake; ``None`` with ``--lake off``."""
+    auth: Authenticator | None = None
+    """Who may call what; ``None`` when auth is off (``auth_required``): anyone may."""
 
 
 class HealthSource(Protocol):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-from ..commands import PREDEFINED, CommandReceipt
-from ..models import Rejected
+from ..commands import MAX_COMMAND, PREDEFINED, command_topic
+from ..models import SENT, Command, Rejected
 
 ROBOT = {
     "deviceId": "robot1",
@@ -37,6 +37,9 @@ class CommandRequest(BaseModel):
 
 
 class CommandAccepted(BaseModel):
+    """The reference system's answer, with ``id`` the tracked command's
+    (``GET /api/commands/{id}``)."""
+
     id: str
     deviceId: str
     command: str
@@ -45,14 +48,111 @@ class CommandAccepted(BaseModel):
     status: str = "accepted"
 
     @classmethod
-    def of(cls, receipt: CommandReceipt) -> Self:
+    def of(cls, command: Command) -> Self:
+        sent = [t.at for t in command.transitions if t.status == SENT]
         return cls(
-            id=receipt.id,
-            deviceId=receipt.device_id,
-            command=receipt.command,
-            topic=receipt.topic,
-            sentAt=receipt.sent_at,
+            id=command.id,
+            deviceId=command.device_id,
+            command=command.payload,
+            topic=command_topic(command.device_id),
+            sentAt=sent[-1] if sent else command.created_at,
         )
+
+
+class TrackedCommandRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"command": "goto", "args": [3.5, 2.0], "ttl": 30}, {"command": "slam"}]
+        },
+    )
+    command: str = Field(
+        description=f"{', '.join(PREDEFINED)} or a custom word (1-{MAX_COMMAND} printable "
+        "characters); the device receives it and its args separated by spaces",
+        min_length=1,
+        max_length=MAX_COMMAND,
+        strict=True,
+    )
+    args: list[StrictStr | StrictInt | StrictFloat] = Field(
+        default_factory=list, max_length=32, description="words or numbers after the command"
+    )
+    ttl: StrictFloat | StrictInt | None = Field(
+        default=None,
+        gt=0,
+        description="seconds the command may wait for its device (default --command-ttl, at "
+        "most --command-max-ttl); it is never carried out later",
+    )
+
+
+CommandStatus = Literal[
+    "queued", "sent", "delivered", "succeeded", "failed", "rejected", "expired", "canceled"
+]
+
+
+class CommandTransition(BaseModel):
+    status: CommandStatus
+    at: float
+
+
+class CommandView(BaseModel):
+    """A tracked command: its state, every transition, and how it ended."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "5f0c8e0f6a1b4f7e9d2c3b4a5f6e7d8c",
+                    "deviceId": "robot1",
+                    "command": "goto",
+                    "args": [3.5, 2.0],
+                    "payload": "goto 3.5 2.0",
+                    "ttl": 60.0,
+                    "status": "succeeded",
+                    "delivery": "confirmed",
+                    "closed": True,
+                    "reason": "succeeded",
+                    "message": "the device carried the command out",
+                    "result": {"x": 3.5, "y": 2.0},
+                    "attempts": 1,
+                    "createdAt": 1691234567.0,
+                    "expiresAt": 1691234627.0,
+                    "closedAt": 1691234570.2,
+                    "transitions": [
+                        {"status": "queued", "at": 1691234567.0},
+                        {"status": "sent", "at": 1691234567.01},
+                        {"status": "delivered", "at": 1691234567.05},
+                        {"status": "succeeded", "at": 1691234570.2},
+                    ],
+                    "idempotencyKey": None,
+                }
+            ]
+        }
+    )
+
+    id: str
+    deviceId: str
+    command: str
+    args: list[str | int | float]
+    payload: str = Field(description="the text published to orin/{deviceId}/command")
+    ttl: float
+    status: CommandStatus
+    delivery: Literal["confirmed", "unconfirmed"] | None = Field(
+        description="confirmed once the device answered; unconfirmed when its TTL passed first"
+    )
+    closed: bool = Field(description="true once nothing more is expected of it")
+    reason: str | None = Field(description="why it ended: a code, on every closed command")
+    message: str | None
+    result: Any = Field(description="what the device answered with its outcome")
+    attempts: int = Field(description="times it was published")
+    createdAt: float
+    expiresAt: float
+    closedAt: float | None
+    transitions: list[CommandTransition]
+    idempotencyKey: str | None
+
+    @classmethod
+    def of(cls, command: Command) -> Self:
+        return cls.model_validate(command.to_json())
 
 
 class ComponentHealth(BaseModel):

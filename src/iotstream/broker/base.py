@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from abc import abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
 
+from ..config import MqttEndpoint
 from ..errors import BrokerError
 from ..lifecycle import Component
 
 
+@dataclass(frozen=True, slots=True)
+class TlsListener:
+    """A TLS listener beside the plain one: its port and PEM certificate (chain) and key."""
+
+    port: int
+    cert: Path
+    key: Path
+
+
 class Broker(Component):
     """A broker listening on ``host:port``; start and stop it with ``async with``."""
+
+    tls: TlsListener | None = None
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
@@ -19,6 +33,11 @@ class Broker(Component):
     @abstractmethod
     async def start(self) -> None:
         """Start the broker; returns once it accepts connections."""
+
+    def client_endpoint(self, account: str) -> MqttEndpoint:
+        """Where the server's own client ``account`` (``iotstream.broker.accounts``) connects:
+        the plain listener, with that account's credentials when the broker checks them."""
+        return MqttEndpoint(connect_host(self.host), self.port)
 
 
 def connect_host(host: str) -> str:

@@ -12,6 +12,8 @@ Reading       device id   ``{"k":"r","id":device_id,"ts":timestamp,"at":received
 RawMessage    MQTT topic  ``{"k":"m","tp":topic,"pl":payload,"at":received_at}``
 Rejected      MQTT topic  ``{"k":"x","tp":topic,"pl":payload,"n":size,"why":reason,``
                           ``"msg":detail,"at":received_at}``
+CommandReply  device id   ``{"k":"c","id":device_id,"cmd":command_id,"st":status,"res":result,``
+                          ``"err":error,"at":received_at}``
 ============  ==========  ====================================================================
 
 ``ts`` and ``at`` are epoch seconds (JSON numbers), ``f`` the reading's fields as they are,
@@ -40,7 +42,9 @@ from ..errors import InvalidDeviceId
 from ..models import (
     EVENT_KINDS,
     REJECTED_PAYLOAD_KEEP,
+    REPORTS,
     Batch,
+    CommandReply,
     DeviceId,
     Event,
     RawMessage,
@@ -160,6 +164,34 @@ def _rejected(document: Document) -> Rejected:
     )
 
 
+def _reply_value(event: CommandReply) -> Document:
+    return {
+        "id": event.device_id,
+        "cmd": event.command_id,
+        "st": event.status,
+        "res": event.result,
+        "err": event.error,
+        "at": event.received_at,
+    }
+
+
+def _reply(document: Document) -> CommandReply:
+    status = _text(document, "st")
+    if status not in REPORTS:
+        raise UndecodableRecord(f"'st' is not one of {', '.join(REPORTS)}")
+    error = document["err"]
+    if error is not None and type(error) is not str:
+        raise UndecodableRecord("'err' is neither a string nor null")
+    return CommandReply(
+        _device_id(document),
+        _text(document, "cmd"),
+        status,
+        document["res"],
+        error,
+        _seconds(document, "at"),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class RecordKind(Generic[E]):
     """How one kind of event is a Kafka record."""
@@ -180,6 +212,7 @@ RECORDS: tuple[RecordKind[Any], ...] = (
     RecordKind("r", Reading, False, lambda e: e.device_id, _reading_value, _reading),
     RecordKind("m", RawMessage, False, lambda e: e.topic, _raw_value, _raw),
     RecordKind("x", Rejected, True, lambda e: e.topic, _rejected_value, _rejected),
+    RecordKind("c", CommandReply, False, lambda e: e.device_id, _reply_value, _reply),
 )
 _BY_TYPE: dict[type[Event], RecordKind[Any]] = {kind.type: kind for kind in RECORDS}
 _BY_CODE: dict[str, RecordKind[Any]] = {kind.code: kind for kind in RECORDS}

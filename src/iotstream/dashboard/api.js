@@ -1,5 +1,8 @@
 // The REST calls the dashboard makes. They resolve to plain results and never throw, so a
-// server that is down shows up as a message, not as an unhandled rejection.
+// server that is down shows up as a message, not as an unhandled rejection. They carry the
+// login's token when the server asks for one (login.js).
+
+import { authFetch } from "./login.js";
 
 /**
  * POST /api/commands/{id}.
@@ -8,7 +11,7 @@
 export async function sendCommand(deviceId, command) {
   let response;
   try {
-    response = await fetch(`/api/commands/${encodeURIComponent(deviceId)}`, {
+    response = await authFetch(`/api/commands/${encodeURIComponent(deviceId)}`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ command }),
@@ -28,7 +31,7 @@ export async function sendCommand(deviceId, command) {
  */
 export async function getJson(path) {
   try {
-    const response = await fetch(path, { cache: "no-store" });
+    const response = await authFetch(path, { cache: "no-store" });
     return { ok: response.ok, body: await response.json() };
   } catch (error) {
     return { ok: false, body: null, reason: error.message };
@@ -43,7 +46,7 @@ export async function getJson(path) {
 export async function getHistory(path, signal) {
   let response;
   try {
-    response = await fetch(path, { cache: "no-store", signal });
+    response = await authFetch(path, { cache: "no-store", signal });
   } catch (error) {
     if (error.name === "AbortError") throw error;
     return { ok: false, status: null, reason: `server unreachable (${error.message})` };

@@ -7,12 +7,14 @@
 // and stops, and ghost markers where moving robots are predicted to be.
 
 import { DeviceAnalytics } from "./analytics.js";
+import { CommandLog } from "./commands.js";
 import { DeviceDetails } from "./details.js";
 import { Fleet, GLIDE_MS } from "./fleet.js";
 import { FleetList } from "./fleetlist.js";
 import { FloorPlan } from "./floorplan.js";
 import { HistoryMode } from "./history.js";
 import { HeatmapLayer } from "./heatmap.js";
+import { onSignIn, signOut, webSocketProtocols, whenSignedIn } from "./login.js";
 import { FrameStats } from "./perf.js";
 import { PipelineStatus } from "./pipeline.js";
 import { Plane } from "./plane.js";
@@ -24,6 +26,7 @@ const PANEL_REFRESH_MS = 250;
 const IDLE_REDRAW_MS = 100; // trails fade and robots go stale even when nothing arrives
 
 const fleet = new Fleet();
+const commands = new CommandLog();
 const replay = new ReplayFleet();
 const frameStats = new FrameStats();
 let selected = null;
@@ -39,6 +42,7 @@ const list = new FleetList(document.getElementById("fleet"), fleet, {
 const details = new DeviceDetails(document.getElementById("details"), fleet, {
   onClose: () => select(null),
   onFollow: (following) => plane.setFollowing(following),
+  commands,
 });
 const pipeline = new PipelineStatus(document.getElementById("pipeline"), {
   onStats: (stats, atMs) => fleet.updateRates(stats.perDevice, atMs),
@@ -115,12 +119,19 @@ const connection = document.getElementById("connection");
 const scheme = location.protocol === "https:" ? "wss" : "ws";
 const stream = new CoordinateStream(`${scheme}://${location.host}/coordinates`, {
   onFrame: (frame) => {
+    if (frame.type === "command") {
+      commands.applyFrame(frame);
+      return;
+    }
     fleet.applyFrame(frame);
     lastFrameAt = performance.now();
     if (!historyMode.active && selected !== null && !fleet.devices.has(selected)) select(null);
   },
   onStatus: showConnection,
+  protocols: webSocketProtocols,
+  onExpired: () => signOut("Your session expired; log in again."),
 });
+onSignIn(() => stream.retryNow());
 
 function select(id, reveal = false) {
   selected = id;
@@ -262,6 +273,9 @@ function trailPoints(device) {
 }
 
 floorPlan.start();
-pipeline.start();
-stream.start();
 requestAnimationFrame(animate);
+// With auth on, the data waits for a login; with auth off this resolves at once.
+whenSignedIn().then(() => {
+  pipeline.start();
+  stream.start();
+});

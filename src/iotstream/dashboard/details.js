@@ -1,6 +1,6 @@
-// The selected device: every field it reported, and commands to it with their results.
+// The selected device: every field it reported, and commands to it with their states, live.
 
-import { sendCommand } from "./api.js";
+import { CANCELABLE, describeCommand } from "./commands.js";
 import { formatAge, formatRate, formatTime, formatValue } from "./format.js";
 
 const RESULTS_KEPT = 6;
@@ -9,11 +9,14 @@ export class DeviceDetails {
   /**
    * @param {HTMLElement} root the #details panel
    * @param {import("./fleet.js").Fleet} fleet
-   * @param {{onClose: () => void, onFollow: (following: boolean) => void}} handlers
+   * @param {{onClose: () => void, onFollow: (following: boolean) => void,
+   *   commands: import("./commands.js").CommandLog}} handlers
    */
-  constructor(root, fleet, { onClose, onFollow }) {
+  constructor(root, fleet, { onClose, onFollow, commands }) {
     this.root = root;
     this.fleet = fleet;
+    this.commands = commands;
+    commands.listen((command) => this._showCommand(command));
     this.id = null;
     this.invalid = false;
     this.title = root.querySelector('[data-field="id"]');
@@ -87,27 +90,47 @@ export class DeviceDetails {
     );
   }
 
-  async _send(command) {
+  async _send(text) {
     const deviceId = this.id;
     const item = document.createElement("li");
-    item.innerHTML = '<span class="status"></span><span class="what"></span><span class="info"></span>';
-    const [status, what, info] = item.children;
-    what.textContent = `${command} → ${deviceId}`;
-    const show = (state, text) => {
+    item.innerHTML =
+      '<span class="status"></span><span class="what"></span><span class="info"></span>' +
+      '<button type="button" class="cancel" hidden>cancel</button>';
+    const [status, what, info, cancel] = item.children;
+    what.textContent = `${text} → ${deviceId}`;
+    // data-status: what became of the request; data-state: the command's state since.
+    const show = (state, line) => {
       item.dataset.status = state;
       status.textContent = state;
-      info.textContent = text;
+      info.textContent = line;
     };
     show("sending", "");
     this.results.prepend(item);
     while (this.results.children.length > RESULTS_KEPT) this.results.lastChild.remove();
-    const result = await sendCommand(deviceId, command);
-    if (result.ok) {
-      item.dataset.commandId = result.id;
-      show("accepted", `id ${result.id}`);
-      info.title = `published to ${result.topic}`;
-    } else {
+    const result = await this.commands.send(deviceId, text);
+    if (!result.ok) {
       show("failed", result.reason);
+      return;
     }
+    item.dataset.status = "accepted";
+    item.dataset.commandId = result.command.id;
+    cancel.addEventListener("click", async () => {
+      cancel.disabled = true;
+      const canceled = await this.commands.cancel(result.command.id);
+      if (!canceled.ok) info.textContent = `not canceled: ${canceled.reason}`;
+    });
+    this._showCommand(this.commands.get(result.command.id) ?? result.command);
+  }
+
+  /** Bring the row of a command sent from here up to its newest state. */
+  _showCommand(command) {
+    const item = [...this.results.children].find((li) => li.dataset.commandId === command.id);
+    if (!item) return;
+    const [status, , info, cancel] = item.children;
+    item.dataset.state = command.status;
+    status.textContent = command.status;
+    info.textContent = describeCommand(command) || `id ${command.id}`;
+    info.title = `id ${command.id}, published to orin/${command.deviceId}/command`;
+    cancel.hidden = !CANCELABLE.has(command.status) || command.closed;
   }
 }

@@ -14,12 +14,17 @@ const RECENT = 256;
 export class CoordinateStream {
   /**
    * @param {string} url ws(s)://host/coordinates
-   * @param {{onFrame: (frame: object) => void, onStatus: (stream: CoordinateStream) => void}} handlers
+   * @param {{onFrame: (frame: object) => void, onStatus: (stream: CoordinateStream) => void,
+   *   protocols?: () => string[] | undefined, onExpired?: () => void}} handlers
+   *   `protocols`: the subprotocols of each new socket (they carry a login's token);
+   *   `onExpired`: the server closed the socket because the token expired.
    */
-  constructor(url, { onFrame, onStatus }) {
+  constructor(url, { onFrame, onStatus, protocols = () => undefined, onExpired = () => {} }) {
     this.url = url;
     this.onFrame = onFrame;
     this.onStatus = onStatus;
+    this.protocols = protocols;
+    this.onExpired = onExpired;
     this.status = "connecting";
     this.lastSeq = null;
     this.epoch = null; // of the server run `lastSeq` belongs to, from its snapshot
@@ -48,6 +53,11 @@ export class CoordinateStream {
     this._scheduleReconnect(holdMs);
   }
 
+  /** While waiting to reconnect, connect now rather than when the backoff says (after a login). */
+  retryNow() {
+    if (this.status === "reconnecting") this._connect();
+  }
+
   /** Discard the next `count` frames as if the network had lost them. */
   loseFrames(count) {
     this._losing += count;
@@ -59,7 +69,7 @@ export class CoordinateStream {
     const resume = this.lastSeq !== null && !this._awaitingSnapshot;
     // The epoch names the server run the seq belongs to; another run answers with a snapshot.
     const url = resume ? `${this.url}?since=${this.lastSeq}&epoch=${this.epoch}` : this.url;
-    const socket = new WebSocket(url);
+    const socket = new WebSocket(url, this.protocols());
     this._socket = socket;
     this._setStatus("connecting");
     socket.onopen = () => {
@@ -68,9 +78,10 @@ export class CoordinateStream {
       this._setStatus("live");
     };
     socket.onmessage = (event) => this._receive(event.data);
-    socket.onclose = () => {
+    socket.onclose = (event) => {
       this._detach(socket);
       this._scheduleReconnect();
+      if (event.code === 1008 && event.reason === "token expired") this.onExpired();
     };
     // A failed connection also fires `close`, which reconnects; nothing more to do here.
     socket.onerror = () => {};

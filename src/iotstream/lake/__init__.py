@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..config import Settings
 from .base import (
+    COMMAND_REPLIES,
     RAW_MESSAGES,
     READINGS,
     REJECTED,
@@ -16,6 +17,7 @@ from .base import (
 )
 
 __all__ = [
+    "COMMAND_REPLIES",
     "RAW_MESSAGES",
     "READINGS",
     "REJECTED",

@@ -4,8 +4,9 @@ Contract, checked by ``tests/lake/suite.py`` on a local directory and on S3-comp
 object storage:
 
 - Tables (``TABLES``): ``readings`` (one row per ``Reading``), ``raw_messages`` (one per
-  ``RawMessage``) and ``rejected`` (one per ``Rejected``), partitioned by the UTC date of
-  the device time (readings) or of the receive time (the others).
+  ``RawMessage``), ``rejected`` (one per ``Rejected``) and ``command_replies`` (one per
+  ``CommandReply``), partitioned by the UTC date of the device time (readings) or of the
+  receive time (the others).
 - ``append(batch, transactions)`` adds each event of ``batch`` to its table, one Delta
   commit per table that has rows; every table's commit records ``transactions`` (Delta
   application transactions: app id -> version) atomically with its rows, and a table
@@ -46,7 +47,8 @@ from ..models import Batch
 READINGS = "readings"
 RAW_MESSAGES = "raw_messages"
 REJECTED = "rejected"
-TABLES = (READINGS, RAW_MESSAGES, REJECTED)
+COMMAND_REPLIES = "command_replies"
+TABLES = (READINGS, RAW_MESSAGES, REJECTED, COMMAND_REPLIES)
 
 
 READING_SCHEMA = pa.schema(

@@ -68,9 +68,10 @@ from deltalake.fs import DeltaStorageHandler
 from deltalake.transaction import AddAction, RemoveAction
 
 from ..health import Health
-from ..models import Batch, RawMessage, Reading, Rejected
+from ..models import Batch, CommandReply, RawMessage, Reading, Rejected
 from ..simplify import warm as warm_simplify
 from .base import (
+    COMMAND_REPLIES,
     RAW_MESSAGES,
     READINGS,
     REJECTED,
@@ -126,6 +127,17 @@ SCHEMAS: dict[str, pa.Schema] = {
             (PARTITION, pa.date32()),
         ]
     ),
+    COMMAND_REPLIES: pa.schema(
+        [
+            ("device_id", pa.string()),
+            ("command_id", pa.string()),
+            ("status", pa.string()),
+            ("result", pa.string()),
+            ("error", pa.string()),
+            ("received_at", TIMESTAMP),
+            (PARTITION, pa.date32()),
+        ]
+    ),
 }
 
 # How compaction orders each table's rows: as their queries read them, so that DuckDB skips
@@ -134,6 +146,7 @@ SORT_KEYS: dict[str, list[str]] = {
     READINGS: ["device_id", "ts", "received_at"],
     RAW_MESSAGES: ["topic", "received_at"],
     REJECTED: ["received_at"],
+    COMMAND_REPLIES: ["device_id", "received_at"],
 }
 # Row groups small enough for that skipping to matter (a device-hour at 10 Hz is 36,000 rows).
 ROW_GROUP_ROWS = 128 * 1024
@@ -239,12 +252,31 @@ def rejected_table(rejected: Sequence[Rejected]) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=SCHEMAS[REJECTED])
 
 
+def replies_table(replies: Sequence[CommandReply]) -> pa.Table:
+    received = [micros(r.received_at) for r in replies]
+    columns = [
+        pa.array([r.device_id for r in replies], pa.string()),
+        pa.array([r.command_id for r in replies], pa.string()),
+        pa.array([r.status for r in replies], pa.string()),
+        # What a device answered is any JSON value: kept as its JSON text, null for none.
+        pa.array(
+            [None if r.result is None else orjson.dumps(r.result).decode() for r in replies],
+            pa.string(),
+        ),
+        pa.array([r.error for r in replies], pa.string()),
+        _timestamps(received),
+        _dates(received),
+    ]
+    return pa.Table.from_arrays(columns, schema=SCHEMAS[COMMAND_REPLIES])
+
+
 def batch_tables(batch: Batch) -> dict[str, pa.Table]:
     """The rows ``batch`` adds to each table (empty tables included)."""
     return {
         READINGS: readings_table(batch.of(Reading)),
         RAW_MESSAGES: raw_table(batch.of(RawMessage)),
         REJECTED: rejected_table(batch.of(Rejected)),
+        COMMAND_REPLIES: replies_table(batch.of(CommandReply)),
     }
 
 

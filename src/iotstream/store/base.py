@@ -18,17 +18,57 @@ Contract, shared by every backend and checked by ``tests/store/suite.py``:
 - ``expire`` removes devices not seen since a time, announces their removal, and
   returns their ids.
 - ``total`` is the number of messages counted, without reading any per-device count.
+
+Commands (``iotstream.models.Command``), shared by every api instance and processor:
+
+- ``add_command`` keeps a new command; with an idempotency key already used it keeps
+  nothing and returns the command that key made, or raises ``IdempotencyConflict`` when that
+  one came from a request with another fingerprint.
+- ``update_command`` moves a command by ``advance``'s rules, atomically against every other
+  writer, announces the new state (``Changes.commands``) as part of the same write, and
+  returns it; ``None`` when the move does not apply (a repeat, a late or unknown report).
+- ``apply`` moves commands by the ``CommandReply`` events of a batch the same way, so a
+  replayed reply changes nothing.
+- ``queued_commands`` are a device's commands still ``queued``, oldest first, and
+  ``queued_devices`` the devices that have some;
+  ``device_commands`` its commands newest first; ``due_commands`` the ids of open commands
+  whose TTL has passed. ``expire_commands`` closes those.
+- A closed command is kept for ``command_retention`` seconds after it closed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from abc import abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..lifecycle import Component
-from ..models import Batch, Changes, DeviceState, Rejected
+from ..models import (
+    CANCELED,
+    CONFIRMED,
+    DELIVERED,
+    EXPIRED,
+    FAILED,
+    OUTCOMES,
+    QUEUED,
+    REJECTED,
+    SENT,
+    SUCCEEDED,
+    UNCONFIRMED,
+    Batch,
+    Changes,
+    Command,
+    CommandReply,
+    DeviceState,
+    Rejected,
+    Transition,
+)
+
+COMMAND_RETENTION = 86_400.0
+"""Seconds a closed command stays readable."""
 
 
 @dataclass(slots=True)
@@ -80,6 +120,69 @@ class Store(Component):
     def subscribe(self) -> AbstractAsyncContextManager[AsyncIterator[Changes]]:
         """``async with store.subscribe() as changes: async for change in changes: ...``"""
 
+    # -- commands ---------------------------------------------------------
+
+    @abstractmethod
+    async def add_command(self, command: Command) -> Command:
+        """Keep a new command and announce it; with a used idempotency key, the command that
+        key made (raises ``IdempotencyConflict`` if its fingerprint differs)."""
+
+    @abstractmethod
+    async def command(self, command_id: str) -> Command | None: ...
+
+    @abstractmethod
+    async def device_commands(
+        self, device_id: str, status: str | None = None, limit: int = 100
+    ) -> list[Command]:
+        """A device's commands (only those in ``status``, if given), newest first."""
+
+    @abstractmethod
+    async def queued_commands(self, device_id: str) -> list[Command]:
+        """A device's commands still waiting to be sent, oldest first."""
+
+    @abstractmethod
+    async def queued_devices(self) -> set[str]:
+        """The devices with commands still queued."""
+
+    @abstractmethod
+    async def due_commands(self, now: float) -> list[str]:
+        """The ids of open commands whose TTL ran out by ``now``."""
+
+    @abstractmethod
+    async def update_command(
+        self,
+        command_id: str,
+        status: str,
+        at: float,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        device_id: str | None = None,
+    ) -> Command | None:
+        """Move a command by ``advance`` and announce it; ``None`` when the move does not apply
+        (or there is no such command)."""
+
+    async def expire_commands(self, now: float) -> list[Command]:
+        """Close every open command whose TTL ran out (``advance`` with ``expired``)."""
+        closed = []
+        for command_id in await self.due_commands(now):
+            command = await self.update_command(command_id, EXPIRED, now)
+            if command is not None:
+                closed.append(command)
+        return closed
+
+    async def _apply_replies(self, replies: list[CommandReply]) -> None:
+        """Move commands by the devices' reports (``apply`` calls it)."""
+        for reply in replies:
+            await self.update_command(
+                reply.command_id,
+                reply.status,
+                reply.received_at,
+                result=reply.result,
+                error=reply.error,
+                device_id=reply.device_id,
+            )
+
 
 def merge(
     state: DeviceState | None,
@@ -97,3 +200,118 @@ def merge(
     if timestamp < state["timestamp"]:
         return None
     return {**state, **fields, "timestamp": timestamp, "receivedAt": received_at}
+
+
+_NO_RESULT = "the device confirmed delivery but reported no outcome within the TTL"
+_DEFAULT_MESSAGES = {
+    SUCCEEDED: "the device carried the command out",
+    FAILED: "the device could not carry the command out",
+    REJECTED: "the device refused the command",
+}
+
+
+def advance(
+    command: Command,
+    status: str,
+    at: float,
+    *,
+    result: Any = None,
+    error: str | None = None,
+    device_id: str | None = None,
+) -> Command | None:
+    """``command`` after the move to ``status`` at ``at``, or ``None`` when it does not apply.
+
+    - ``sent``: a queued command whose TTL has not passed; only once, so of the api
+      instances that try to send it, one does.
+    - ``delivered``: the device's acknowledgement, while queued or sent; also once the TTL
+      closed it as sent (it did arrive, only its report came late).
+    - ``succeeded`` / ``failed`` / ``rejected``: the device's outcome, while queued, sent or
+      delivered (a result that overtakes the acknowledgement counts), or closed by the TTL.
+    - ``canceled``: while queued or sent.
+    - ``expired`` (once the TTL passed): a queued command ends ``expired``; a sent one is
+      closed with ``delivery`` unconfirmed, a delivered one with reason ``no_result``.
+
+    Nothing applies to a command in an end state, nor, with ``device_id`` (the device that
+    reported), to another device's command.
+    """
+    if device_id is not None and device_id != command.device_id:
+        return None
+    current = command.status
+    if current in (SUCCEEDED, FAILED, REJECTED, EXPIRED, CANCELED):
+        return None
+    moved = dataclasses.replace
+    history = (*command.transitions, Transition(status, at))
+    if status == SENT:
+        if current != QUEUED or at >= command.expires_at:
+            return None
+        return moved(command, status=SENT, transitions=history, attempts=command.attempts + 1)
+    if status == DELIVERED:
+        if current not in (QUEUED, SENT):
+            return None
+        if command.closed:  # the TTL closed it as sent: it did arrive, no outcome came
+            return moved(
+                command,
+                status=DELIVERED,
+                transitions=history,
+                delivery=CONFIRMED,
+                reason="no_result",
+                message=_NO_RESULT,
+            )
+        return moved(command, status=DELIVERED, transitions=history, delivery=CONFIRMED)
+    if status in OUTCOMES:
+        message = error or _DEFAULT_MESSAGES[status]
+        return moved(
+            command,
+            status=status,
+            transitions=history,
+            delivery=CONFIRMED,
+            closed=True,
+            closed_at=at,
+            reason=status,
+            message=message,
+            result=result,
+        )
+    if command.closed:
+        return None
+    if status == CANCELED:
+        if current not in (QUEUED, SENT):
+            return None
+        return moved(
+            command,
+            status=CANCELED,
+            transitions=history,
+            closed=True,
+            closed_at=at,
+            reason="canceled",
+            message=error or "canceled by an operator",
+        )
+    if status == EXPIRED:
+        if at < command.expires_at:
+            return None
+        if current == QUEUED:
+            return moved(
+                command,
+                status=EXPIRED,
+                transitions=history,
+                closed=True,
+                closed_at=at,
+                reason="ttl_expired",
+                message="the TTL ran out before the device could be reached; it was never sent",
+            )
+        if current == SENT:
+            return moved(
+                command,
+                delivery=UNCONFIRMED,
+                closed=True,
+                closed_at=at,
+                reason="unconfirmed",
+                message="the device did not confirm delivery within the TTL",
+            )
+        return moved(
+            command,
+            closed=True,
+            closed_at=at,
+            reason="no_result",
+            message=_NO_RESULT,
+        )
+    return None

@@ -6,14 +6,21 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+from ..errors import IdempotencyConflict
 from ..health import Health
-from ..models import Batch, Changes, DeviceState, Reading, Rejected
-from .base import Counters, Store, merge
+from ..models import QUEUED, Batch, Changes, Command, DeviceState, Reading, Rejected
+from .base import COMMAND_RETENTION, Counters, Store, advance, merge
 
 
 class MemoryStore(Store):
-    def __init__(self, deadletter_limit: int = 1000, dedupe_window: int = 0) -> None:
+    def __init__(
+        self,
+        deadletter_limit: int = 1000,
+        dedupe_window: int = 0,
+        command_retention: float = COMMAND_RETENTION,
+    ) -> None:
         self._states: dict[str, DeviceState] = {}
         # Nothing replays in one process, so the embedded server runs with no window.
         self.dedupe_window = dedupe_window
@@ -23,6 +30,11 @@ class MemoryStore(Store):
         self._deadletters: deque[Rejected] = deque(maxlen=deadletter_limit)
         self._subscribers: set[asyncio.Queue[Changes]] = set()
         self._running = False
+        self.command_retention = command_retention
+        self._commands: dict[str, Command] = {}
+        """Every command kept, oldest first (dicts keep insertion order)."""
+        self._device_commands: dict[str, dict[str, None]] = {}
+        self._idempotency: dict[str, str] = {}
 
     async def start(self) -> None:
         self._running = True
@@ -61,6 +73,8 @@ class MemoryStore(Store):
         self._deadletters.extend(batch.rejected)
         changes = Changes(updated=list(changed.values()))
         self._announce(changes)
+        if batch.replies:
+            await self._apply_replies(batch.replies)
         return changes
 
     def _seen(self, reading: Reading) -> bool:
@@ -101,6 +115,85 @@ class MemoryStore(Store):
 
     async def total(self) -> int:
         return self._counters.total
+
+    # -- commands ---------------------------------------------------------
+
+    async def add_command(self, command: Command) -> Command:
+        key = command.idempotency_key
+        if key is not None:
+            existing = self._commands.get(self._idempotency.get(key, ""))
+            if existing is not None:
+                if existing.fingerprint != command.fingerprint:
+                    raise IdempotencyConflict(
+                        f"the idempotency key {key!r} was used for another request"
+                    )
+                return existing
+            self._idempotency[key] = command.id
+        self._commands[command.id] = command
+        self._device_commands.setdefault(command.device_id, {})[command.id] = None
+        self._announce(Changes(commands=[command.to_json()]))
+        return command
+
+    async def command(self, command_id: str) -> Command | None:
+        return self._commands.get(command_id)
+
+    async def device_commands(
+        self, device_id: str, status: str | None = None, limit: int = 100
+    ) -> list[Command]:
+        found = []
+        for command_id in reversed(self._device_commands.get(device_id, {})):
+            command = self._commands[command_id]
+            if status is None or command.status == status:
+                found.append(command)
+                if len(found) >= limit:
+                    break
+        return found
+
+    async def queued_commands(self, device_id: str) -> list[Command]:
+        commands = (self._commands[c] for c in self._device_commands.get(device_id, {}))
+        return [command for command in commands if command.status == QUEUED]
+
+    async def queued_devices(self) -> set[str]:
+        return {c.device_id for c in self._commands.values() if c.status == QUEUED}
+
+    async def due_commands(self, now: float) -> list[str]:
+        self._forget_closed(now - self.command_retention)
+        return [
+            command.id
+            for command in self._commands.values()
+            if not command.closed and command.expires_at <= now
+        ]
+
+    async def update_command(
+        self,
+        command_id: str,
+        status: str,
+        at: float,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        device_id: str | None = None,
+    ) -> Command | None:
+        command = self._commands.get(command_id)
+        if command is None:
+            return None
+        moved = advance(command, status, at, result=result, error=error, device_id=device_id)
+        if moved is not None:
+            self._commands[command_id] = moved
+            self._announce(Changes(commands=[moved.to_json()]))
+        return moved
+
+    def _forget_closed(self, before: float) -> None:
+        gone = [
+            command
+            for command in self._commands.values()
+            if command.closed_at is not None and command.closed_at < before
+        ]
+        for command in gone:
+            del self._commands[command.id]
+            self._device_commands[command.device_id].pop(command.id, None)
+            if command.idempotency_key is not None:
+                self._idempotency.pop(command.idempotency_key, None)
 
     def _announce(self, changes: Changes) -> None:
         if changes:

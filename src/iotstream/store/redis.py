@@ -16,7 +16,15 @@ Key layout (``{prefix}`` defaults to ``iotstream``)::
     {prefix}:deadletters    list    newest first, at most ``deadletter_limit``; each item is a
                                     JSON header line (topic, reason, detail, size, receivedAt),
                                     a line feed, then the payload bytes exactly as received
-    {prefix}:changes        channel pub/sub of {"updated": [states...], "removed": [ids...]}
+    {prefix}:changes        channel pub/sub of {"updated": [states...], "removed": [ids...]},
+                                    or {"commands": [command]} for a command's move
+    {prefix}:cmd:{id}       string  a command, ``Command.to_json`` as JSON; expires
+                                    ``command_retention`` seconds after it closed
+    {prefix}:cmd:device:{device}  zset  the device's command ids, scored by creation time
+    {prefix}:cmd:queued:{device}  zset  those still queued, scored by creation time
+    {prefix}:cmd:open       zset    open command ids, scored by expiry time
+    {prefix}:cmd:waiting    set     devices with queued commands
+    {prefix}:cmd:idem:{key} string  the id of the command an idempotency key made
 
 Writes: ``apply`` is one EVALSHA per batch, with the whole batch as arguments,
 so a batch is deduplicated, merged, counted and announced on ``{prefix}:changes``
@@ -64,11 +72,11 @@ from typing import Any
 
 import orjson
 
-from ..errors import ConfigError, StoreError, missing_extra
+from ..errors import ConfigError, IdempotencyConflict, StoreError, missing_extra
 from ..health import Health
 from ..lifecycle import cancel_all, spawn
-from ..models import Batch, Changes, DeviceState, Reading, Rejected
-from .base import Counters, Store
+from ..models import QUEUED, Batch, Changes, Command, DeviceState, Reading, Rejected
+from .base import COMMAND_RETENTION, Counters, Store, advance
 
 try:
     from redis.asyncio import Redis
@@ -103,6 +111,9 @@ KEY_NAMES = (
 _SCRIPTS = resources.files(__package__)
 APPLY = _SCRIPTS.joinpath("redis_apply.lua").read_text()
 EXPIRE = _SCRIPTS.joinpath("redis_expire.lua").read_text()
+COMMAND = _SCRIPTS.joinpath("redis_command.lua").read_text()
+COMMAND_RETRIES = 20
+"""Compare-and-set attempts of one command move before the store gives up."""
 
 
 def _fingerprint(ts: bytes, members: list[bytes]) -> bytes:
@@ -141,6 +152,7 @@ class RedisStore(Store):
         prefix: str = "iotstream",
         deadletter_limit: int = 1000,
         dedupe_window: int = 0,
+        command_retention: float = COMMAND_RETENTION,
     ) -> None:
         try:
             # One immediate retry replaces a pooled connection that a server restart broke;
@@ -165,6 +177,10 @@ class RedisStore(Store):
         self._channel = f"{prefix}:changes"
         self._apply = self._redis.register_script(APPLY)
         self._expire = self._redis.register_script(EXPIRE)
+        self._write_command = self._redis.register_script(COMMAND)
+        self._cmd = f"{prefix}:cmd"
+        self._open = f"{prefix}:cmd:open"
+        self._retention_ms = max(1, int(command_retention * 1000))
         self._running = False
         self._error: str | None = None
         self._devices = 0
@@ -225,6 +241,8 @@ class RedisStore(Store):
         if not batch:
             return Changes()
         texts = await self._run("apply", self._apply(keys=self._keys, args=self._apply_args(batch)))
+        if batch.replies:
+            await self._apply_replies(batch.replies)
         return Changes(updated=[orjson.loads(text) for text in texts])
 
     def _apply_args(self, batch: Batch) -> list[Any]:
@@ -315,6 +333,124 @@ class RedisStore(Store):
             _rejected(item) for item in await self._command("LRANGE", self._deadletters, 0, last)
         ]
 
+    # -- commands ---------------------------------------------------------
+
+    def _command_key(self, command_id: str) -> str:
+        return f"{self._cmd}:{command_id}"
+
+    async def _write(self, before: bytes | None, command: Command) -> int | bytes:
+        """Compare-and-set ``command`` over ``before`` (``None``: a new one); see the script."""
+        document = command.to_json()
+        key = command.idempotency_key
+        args: list[Any] = [
+            b"" if before is None else before,
+            orjson.dumps(document),
+            command.id,
+            command.created_at,
+            "" if command.closed else command.expires_at,
+            "1" if command.status == QUEUED else "0",
+            "0" if key is None else "1",
+            self._retention_ms if command.closed else 0,
+            self._channel,
+            orjson.dumps({"updated": [], "removed": [], "commands": [document]}),
+            command.device_id,
+        ]
+        keys = [
+            self._command_key(command.id),
+            f"{self._cmd}:device:{command.device_id}",
+            self._open,
+            f"{self._cmd}:queued:{command.device_id}",
+            f"{self._cmd}:idem:{key}" if key is not None else self._open,
+            f"{self._cmd}:waiting",
+        ]
+        written: int | bytes = await self._run(
+            "command write", self._write_command(keys=keys, args=args)
+        )
+        return written
+
+    async def add_command(self, command: Command) -> Command:
+        written = await self._write(None, command)
+        if written == 1:
+            return command
+        if isinstance(written, bytes):
+            made = await self.command(written.decode())
+            if made is not None:
+                if made.fingerprint != command.fingerprint:
+                    raise IdempotencyConflict(
+                        f"the idempotency key {command.idempotency_key!r} was used for another "
+                        "request"
+                    )
+                return made
+        raise StoreError(f"{self._location}: command {command.id} exists already")
+
+    async def _read(self, command_id: str) -> bytes | None:
+        text: bytes | None = await self._command("GET", self._command_key(command_id))
+        return text
+
+    async def command(self, command_id: str) -> Command | None:
+        text = await self._read(command_id)
+        return None if text is None else Command.from_json(orjson.loads(text))
+
+    async def _commands_of(self, key: str, ids: list[bytes]) -> list[Command]:
+        """The commands ``ids`` name, in that order; ids of forgotten ones leave ``key``."""
+        if not ids:
+            return []
+        texts = await self._command("MGET", *(self._command_key(i.decode()) for i in ids))
+        gone = [i for i, text in zip(ids, texts, strict=True) if text is None]
+        if gone:
+            await self._command("ZREM", key, *gone)
+        return [Command.from_json(orjson.loads(text)) for text in texts if text is not None]
+
+    async def device_commands(
+        self, device_id: str, status: str | None = None, limit: int = 100
+    ) -> list[Command]:
+        key = f"{self._cmd}:device:{device_id}"
+        ids = await self._command("ZRANGE", key, 0, -1, "REV")
+        found: list[Command] = []
+        for first in range(0, len(ids), 500):
+            for command in await self._commands_of(key, ids[first : first + 500]):
+                if status is None or command.status == status:
+                    found.append(command)
+                    if len(found) >= limit:
+                        return found
+        return found
+
+    async def queued_commands(self, device_id: str) -> list[Command]:
+        key = f"{self._cmd}:queued:{device_id}"
+        commands = await self._commands_of(key, await self._command("ZRANGE", key, 0, -1))
+        return [command for command in commands if command.status == QUEUED]
+
+    async def queued_devices(self) -> set[str]:
+        return {
+            device.decode() for device in await self._command("SMEMBERS", f"{self._cmd}:waiting")
+        }
+
+    async def due_commands(self, now: float) -> list[str]:
+        ids = await self._command("ZRANGE", self._open, "-inf", now, "BYSCORE")
+        return [command_id.decode() for command_id in ids]
+
+    async def update_command(
+        self,
+        command_id: str,
+        status: str,
+        at: float,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        device_id: str | None = None,
+    ) -> Command | None:
+        for _ in range(COMMAND_RETRIES):
+            before = await self._read(command_id)
+            if before is None:
+                return None
+            command = Command.from_json(orjson.loads(before))
+            moved = advance(command, status, at, result=result, error=error, device_id=device_id)
+            if moved is None:
+                return None
+            if await self._write(before, moved) == 1:
+                return moved
+        raise StoreError(f"{self._location}: command {command_id} kept changing under a move")
+
     # -- fan-out ----------------------------------------------------------
 
     @asynccontextmanager
@@ -362,7 +498,11 @@ class RedisStore(Store):
     def _decode(self, data: bytes) -> Changes | None:
         try:
             document = orjson.loads(data)
-            return Changes(updated=document["updated"], removed=document["removed"])
+            return Changes(
+                updated=document["updated"],
+                removed=document["removed"],
+                commands=document.get("commands", []),
+            )
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             # The channel is open to any Redis client; a stray message must not end the stream.
             log.warning("ignored a malformed message on %s: %s", self._channel, exc)

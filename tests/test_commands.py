@@ -1,0 +1,260 @@
+"""Tracked commands through real components: a Mosquitto, the ingest, the memory bus, the
+processor and the command service, with MQTT 5 and MQTT 3.1.1 devices."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from gmqtt import Client
+from gmqtt.mqtt.constants import MQTTv50
+
+import harness
+from harness import free_port, stop_process
+from iotstream.broker import MosquittoBroker
+from iotstream.bus.memory import MemoryBus
+from iotstream.commands import CommandService
+from iotstream.config import MqttEndpoint
+from iotstream.ingest import Ingest
+from iotstream.models import Batch, Command, DeviceId, Reading
+from iotstream.mqtt import MqttConnection
+from iotstream.parser import Parser
+from iotstream.processor import Processor
+from iotstream.store import MemoryStore
+
+from .broker.client import MqttClient
+from .conftest import require, start_server
+from .faults import wait_until
+
+TIMEOUT = 10.0
+
+
+@dataclass
+class Pipeline:
+    broker: MosquittoBroker
+    store: MemoryStore
+    commands: CommandService
+
+    async def command(self, command_id: str) -> Command:
+        found = await self.store.command(command_id)
+        assert found is not None
+        return found
+
+    async def wait_for_status(self, command_id: str, *statuses: str) -> Command:
+        """The command once its transitions went through ``statuses``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TIMEOUT
+        while True:
+            command = await self.command(command_id)
+            if [t.status for t in command.transitions][: len(statuses)] == list(statuses):
+                return command
+            if loop.time() > deadline:
+                raise AssertionError(f"command never went {statuses}: {command}")
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def pipeline(tmp_path: Path) -> AsyncIterator[Pipeline]:
+    broker = MosquittoBroker("127.0.0.1", free_port(), tmp_path / "mosquitto", require("mosquitto"))
+    endpoint = MqttEndpoint(broker.host, broker.port)
+    async with broker, MemoryStore() as store, MemoryBus() as bus:
+        ingest = Ingest(endpoint, ["#"], 1, Parser(), bus)
+        link = MqttConnection(endpoint, "commands", mqtt5=True)
+        commands = CommandService(link, store, offline_after=30, sweep_interval=0.05)
+        async with Processor(bus, store), ingest, link, commands:
+            yield Pipeline(broker, store, commands)
+
+
+class Mqtt5Device:
+    """A device on MQTT 5 (gmqtt): what it receives, with the publish properties."""
+
+    def __init__(self, port: int, device_id: str) -> None:
+        self.port = port
+        self.device_id = device_id
+        self.client = Client(f"dev-{uuid.uuid4().hex[:8]}")
+        self.client.on_message = self._on_message
+        self.messages: asyncio.Queue[tuple[bytes, dict[str, Any]]] = asyncio.Queue()
+
+    def _on_message(
+        self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]
+    ) -> int:
+        self.messages.put_nowait((payload, properties))
+        return 0
+
+    async def __aenter__(self) -> Mqtt5Device:
+        await self.client.connect("127.0.0.1", self.port, version=MQTTv50)
+        self.client.subscribe(f"orin/{self.device_id}/command", qos=1)
+        await asyncio.sleep(0.2)  # gmqtt has no wait for the SUBACK
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.client.disconnect()
+
+    async def receive(self) -> tuple[bytes, dict[str, Any]]:
+        return await asyncio.wait_for(self.messages.get(), TIMEOUT)
+
+    def answer(self, kind: str, document: dict[str, Any]) -> None:
+        self.client.publish(f"orin/{self.device_id}/command/{kind}", orjson.dumps(document), qos=1)
+
+
+async def test_a_command_goes_out_with_mqtt5_properties_and_plain_to_a_3_1_1_device(
+    pipeline: Pipeline,
+) -> None:
+    async with (
+        Mqtt5Device(pipeline.broker.port, "r1") as device,
+        MqttClient(pipeline.broker.port) as plain,
+    ):
+        await plain.subscribe("orin/r1/command", qos=1)
+        command = await pipeline.commands.submit("r1", "goto", [1.5, 2], ttl=30)
+        assert command.status == "sent"
+        payload, properties = await device.receive()
+        assert payload == b"goto 1.5 2"
+        assert properties["correlation_data"] == [command.id.encode()]
+        assert properties["response_topic"] == ["orin/r1/command/result"]
+        assert 28 <= properties["message_expiry_interval"][0] <= 30
+        [message] = await plain.receive(1)
+        assert (message.payload, message.qos) == (b"goto 1.5 2", 1)
+
+
+async def test_acks_and_results_move_the_command_through_the_ingest(pipeline: Pipeline) -> None:
+    async with Mqtt5Device(pipeline.broker.port, "r1") as device:
+        command = await pipeline.commands.submit("r1", "slam")
+        await device.receive()
+        device.answer("ack", {"id": command.id, "status": "delivered"})
+        await pipeline.wait_for_status(command.id, "queued", "sent", "delivered")
+        device.answer("result", {"id": command.id, "status": "succeeded", "result": {"map": 3}})
+        done = await pipeline.wait_for_status(
+            command.id, "queued", "sent", "delivered", "succeeded"
+        )
+        assert (done.closed, done.delivery, done.result) == (True, "confirmed", {"map": 3})
+
+
+async def test_a_command_for_an_offline_device_waits_for_its_return(pipeline: Pipeline) -> None:
+    async with Mqtt5Device(pipeline.broker.port, "r2") as device:
+        presence = MqttClient(pipeline.broker.port)
+        async with presence:
+            presence.publish("sensors/r2/presence", "offline", qos=1, retain=True)
+            await wait_until_offline(pipeline, "r2")
+            command = await pipeline.commands.submit("r2", "tracking", ttl=30)
+            assert command.status == "queued"
+            await asyncio.sleep(0.3)
+            assert device.messages.empty()
+            presence.publish("sensors/r2/presence", "online", qos=1, retain=True)
+            payload, properties = await device.receive()
+        assert payload == b"tracking"
+        assert properties["correlation_data"] == [command.id.encode()]
+        sent = await pipeline.command(command.id)
+        assert (sent.status, sent.attempts) == ("sent", 1)
+
+
+async def test_a_command_whose_ttl_passed_offline_expires_and_is_never_sent(
+    pipeline: Pipeline,
+) -> None:
+    async with Mqtt5Device(pipeline.broker.port, "r3") as device:
+        presence = MqttClient(pipeline.broker.port)
+        async with presence:
+            presence.publish("sensors/r3/presence", "offline", qos=1, retain=True)
+            await wait_until_offline(pipeline, "r3")
+            command = await pipeline.commands.submit("r3", "goto", [9, 9], ttl=1)
+            expired = await pipeline.wait_for_status(command.id, "queued", "expired")
+            assert (expired.closed, expired.reason) == (True, "ttl_expired")
+            presence.publish("sensors/r3/presence", "online", qos=1, retain=True)
+            await wait_until(lambda: "r3" not in pipeline.commands._waiting, "r3 was checked")
+            await asyncio.sleep(0.3)
+        assert device.messages.empty()
+        assert (await pipeline.command(command.id)).status == "expired"
+
+
+async def wait_until_offline(pipeline: Pipeline, device_id: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while True:
+        state = await pipeline.store.device(device_id)
+        if state is not None and state.get("presence") == "offline":
+            return
+        assert loop.time() < deadline, f"{device_id} never went offline: {state}"
+        await asyncio.sleep(0.01)
+
+
+def test_a_simulated_robot_drives_to_its_goal_in_the_embedded_server(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, "--simulate", "2", "--simulate-rate", "10")
+    try:
+        state = srv.wait_for(
+            "/api/devices/robot1", lambda r: r.status_code == 200 and "x" in r.json()
+        ).json()
+        goal = [round(min(55.0, max(5.0, state["x"] + 1.5)), 2), round(state["y"], 2)]
+        response = httpx.post(
+            f"{srv.http}/api/devices/robot1/commands",
+            json={"command": "goto", "args": goal, "ttl": 30},
+            timeout=10,
+        )
+        assert response.status_code == 202, response.text
+        command_id = response.json()["id"]
+        done = srv.wait_for(
+            f"/api/commands/{command_id}", lambda r: r.json()["closed"], timeout=20
+        ).json()
+        assert [t["status"] for t in done["transitions"]] == [
+            "queued",
+            "sent",
+            "delivered",
+            "succeeded",
+        ]
+        assert abs(done["result"]["x"] - goal[0]) < 0.5
+        assert abs(done["result"]["y"] - goal[1]) < 0.5
+    finally:
+        stop_process(srv.process)
+
+
+@pytest.mark.redis
+async def test_a_queued_command_outlives_its_api_instance_on_redis(
+    tmp_path: Path, redis_server: harness.Service
+) -> None:
+    from iotstream.store.redis import RedisStore
+
+    url, prefix = f"redis://{redis_server.address}/0", f"test-{uuid.uuid4().hex}"
+    broker = MosquittoBroker("127.0.0.1", free_port(), tmp_path / "mosquitto", require("mosquitto"))
+    endpoint = MqttEndpoint(broker.host, broker.port)
+    now = time.time()
+    async with broker:
+        first_link = MqttConnection(endpoint, "commands", mqtt5=True)
+        async with RedisStore(url, prefix=prefix) as store, first_link:
+            first = CommandService(first_link, store)
+            async with first:
+                offline = Reading(DeviceId("r9"), {"presence": "offline"}, now, now)
+                await store.apply(Batch(readings=[offline]))
+                command = await first.submit("r9", "goto", [4, 5], ttl=30)
+                assert command.status == "queued"
+        # Another instance, started after the first one stopped, sends it on the return.
+        second_link = MqttConnection(endpoint, "commands", mqtt5=True)
+        async with (
+            RedisStore(url, prefix=prefix) as store,
+            second_link,
+            CommandService(second_link, store),
+            Mqtt5Device(broker.port, "r9") as device,
+        ):
+            online = Reading(DeviceId("r9"), {"presence": "online"}, now + 1, now + 1)
+            await store.apply(Batch(readings=[online]))
+            payload, properties = await device.receive()
+            assert payload == b"goto 4 5"
+            assert properties["correlation_data"] == [command.id.encode()]
+            sent = await store.command(command.id)
+            assert sent is not None and (sent.status, sent.attempts) == ("sent", 1)
+
+
+def test_the_command_bench_runs_at_a_small_size(tmp_path: Path) -> None:
+    from bench.commands import run_commands
+
+    result = run_commands(tmp_path, devices=4, rate=10, seconds=1, queued=8, workers=1)
+    trip, queue = result["roundTrip"], result["offlineQueue"]
+    assert (trip["commands"], trip["refused"], trip["missingOnWebSocket"]) == (10, 0, 0)
+    assert trip["rest"]["count"] == trip["websocket"]["count"] == 10
+    assert queue["statusesWhenPosted"] == {"queued": 8}
+    assert queue["delivered"] == 8
