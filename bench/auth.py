@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -133,18 +134,16 @@ def handshake_latency(
 Row = tuple[str, tuple[float, float] | None, tuple[float, float]]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.auth", description=__doc__)
-    parser.add_argument("--requests", type=int, default=2000, help="REST requests per case")
-    parser.add_argument("--handshakes", type=int, default=300, help="WebSocket handshakes per case")
-    args = parser.parse_args(argv)
+def measure(requests: int, handshakes: int) -> list[Row]:
+    """REST and WebSocket-handshake latency (median, p99) with auth off, then each way of
+    authenticating; the subprotocol way has no REST row."""
     rows: list[Row] = []
     with serving(None) as (address, _):
         rows.append(
             (
                 "auth off",
-                rest_latency(address, {}, args.requests),
-                handshake_latency(address, {}, None, args.handshakes),
+                rest_latency(address, {}, requests),
+                handshake_latency(address, {}, None, handshakes),
             )
         )
     with tempfile.TemporaryDirectory() as tmp, serving(Path(tmp)) as (address, credentials):
@@ -155,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(
                 (
                     name,
-                    rest_latency(address, headers, args.requests),
-                    handshake_latency(address, headers, None, args.handshakes),
+                    rest_latency(address, headers, requests),
+                    handshake_latency(address, headers, None, handshakes),
                 )
             )
         protocols = ["iotstream", f"bearer.{credentials['token']}"]
@@ -164,9 +163,41 @@ def main(argv: list[str] | None = None) -> int:
             (
                 "token as subprotocol",
                 None,
-                handshake_latency(address, {}, protocols, args.handshakes),
+                handshake_latency(address, {}, protocols, handshakes),
             )
         )
+    return rows
+
+
+def run_auth(requests: int = 2000, handshakes: int = 300) -> dict[str, Any]:
+    """``measure`` as the ``auth`` scenario of ``python -m bench`` writes it (microseconds)."""
+    rows = measure(requests, handshakes)
+    base = rows[0]
+    assert base[1] is not None
+    cases = []
+    for name, rest, (ws50, ws99) in rows:
+        case: dict[str, Any] = {"case": name, "wsP50Us": round(ws50), "wsP99Us": round(ws99)}
+        case["wsOverheadUs"] = round(ws50 - base[2][0])
+        if rest is not None:
+            case.update(restP50Us=round(rest[0]), restP99Us=round(rest[1]))
+            case["restOverheadUs"] = round(rest[0] - base[1][0])
+        cases.append(case)
+    return {"kind": "auth", "requests": requests, "handshakes": handshakes, "cases": cases}
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    return "  " + "; ".join(
+        f"{c['case']}: REST p50 {c.get('restP50Us', '-')} µs, WS handshake p50 {c['wsP50Us']} µs"
+        for c in result["cases"]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.auth", description=__doc__)
+    parser.add_argument("--requests", type=int, default=2000, help="REST requests per case")
+    parser.add_argument("--handshakes", type=int, default=300, help="WebSocket handshakes per case")
+    args = parser.parse_args(argv)
+    rows = measure(args.requests, args.handshakes)
     base = rows[0]
     assert base[1] is not None
     print(f"{'':22} {'REST p50':>9} {'p99':>8} {'+p50':>7}   {'WS p50':>9} {'p99':>8} {'+p50':>7}")

@@ -33,6 +33,7 @@ NAMES = [
     "history",
     "analytics",
     "commands",
+    "auth",
 ]
 
 
@@ -125,6 +126,22 @@ def attempt_commands(work: Path) -> dict[str, Any]:
     return result
 
 
+def attempt_auth() -> dict[str, Any]:
+    """What authentication costs (``bench.auth``): REST and WebSocket-handshake latency with
+    auth off and on; kept in results.json under ``auth``."""
+    from .auth import run_auth, summary_line
+
+    _say("auth (in-process API) ...")
+    began = time.monotonic()
+    try:
+        result = run_auth()
+    except OSError as exc:
+        _say(f"  failed: {exc}")
+        return {"kind": "auth", "error": str(exc)}
+    _say(summary_line(result) + f" [{time.monotonic() - began:.0f} s]")
+    return result
+
+
 def run(args: argparse.Namespace, command: str) -> int:
     """Run what ``args`` asks for and write the results; the exit status.
 
@@ -192,6 +209,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
         for name in names:
             if name == "commands":
                 results["commands"] = attempt_commands(work)
+            elif name == "auth":
+                results["auth"] = attempt_auth()
             elif name != "ceiling":
                 results["scenarios"].append(attempt(name, "embedded"))
         if args.distributed:

@@ -138,3 +138,15 @@ def test_a_quick_history_bench_times_every_query(tmp_path: Path) -> None:
     assert history["queries"][2]["points"] == 6000
     markdown = (out / "results.md").read_text()
     assert "## History" in markdown and "whole day as Parquet" in markdown
+
+
+def test_the_auth_bench_times_each_way_of_authenticating() -> None:
+    from bench.auth import run_auth
+
+    result = run_auth(requests=20, handshakes=5)
+    cases = {case["case"]: case for case in result["cases"]}
+    assert list(cases) == ["auth off", "X-API-Key", "bearer token", "token as subprotocol"]
+    assert cases["auth off"]["restOverheadUs"] == cases["auth off"]["wsOverheadUs"] == 0
+    for case in cases.values():
+        assert 0 < case["wsP50Us"] <= case["wsP99Us"]
+    assert "restP50Us" not in cases["token as subprotocol"]  # a handshake-only way
