@@ -176,15 +176,15 @@ class Parser:
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         self.max_payload = max_payload
         self._known_ids: dict[str, DeviceId] = {}
-        self._routes: dict[str, tuple[DeviceId, str]] = {}
-        """``sensors/{id}/{field}`` topics seen before: their device id and field."""
+        self._routes: dict[str, tuple[DeviceId, str] | None] = {}
+        """Topics seen before: a sensors topic's device id and field, ``None`` for others."""
 
     def _route(self, topic: str) -> tuple[DeviceId, str] | None:
         """The device id and field a sensors topic names; ``None`` for any other topic."""
         parts = topic.split("/")
-        if len(parts) != 3 or parts[0] != SENSORS:
-            return None
-        route = self._device_id(parts[1]), parts[2]
+        route = None
+        if len(parts) == 3 and parts[0] == SENSORS:
+            route = self._device_id(parts[1]), parts[2]
         if len(self._routes) >= _KNOWN_IDS_LIMIT:
             self._routes.clear()
         self._routes[topic] = route
@@ -235,7 +235,7 @@ class Parser:
                         "payload_too_large",
                         f"payload of {len(payload)} bytes exceeds the {max_payload}-byte limit",
                     )
-                route = routes.get(topic) or self._route(topic)
+                route = routes[topic] if topic in routes else self._route(topic)
                 if route is None:
                     if topic.startswith(COMMANDS):
                         reply = self._command_reply(topic, payload, received_at)
