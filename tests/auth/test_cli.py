@@ -65,3 +65,16 @@ def test_a_short_password_or_a_taken_name_exits_2(
     with pytest.raises(SystemExit):
         run(["users", "add", "vera", "--role", "admin", *where], monkeypatch, capsys, "x" * 9)
     assert "exists" in capsys.readouterr().err
+
+
+def test_the_last_admin_cannot_be_removed_from_the_command_line_either(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    where = ["--data-dir", str(tmp_path)]
+    run(["users", "add", "root", "--role", "admin", *where], monkeypatch, capsys, "long enough\n")
+    with pytest.raises(SystemExit) as refused:
+        run(["users", "remove", "root", *where], monkeypatch, capsys)
+    assert refused.value.code == 2
+    assert "the last admin cannot be removed" in capsys.readouterr().err
+    run(["users", "add", "deputy", "--role", "admin", *where], monkeypatch, capsys, "also long\n")
+    assert "removed root" in run(["users", "remove", "root", *where], monkeypatch, capsys)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import HTTPConnection, Request
 
 from ..auth import Authenticator, Principal, Role, add_api_key, add_user
+from ..auth import remove_user as remove_account
 from ..errors import AuthError, InvalidCredentials, LoginThrottled
 from .dependencies import api_context
 from .schemas import ERROR
@@ -170,14 +171,11 @@ async def create_user(new: NewUser, auth: AuthDep) -> UserInfo:
 async def remove_user(name: str, auth: AuthDep) -> Response:
     """Remove a user; its tokens stop working when they expire (``--token-ttl``). The last
     admin cannot be removed."""
-    found = await auth.accounts.user(name)
-    if found is None:
-        raise HTTPException(404, "no such user")
-    if found.role is Role.ADMIN:
-        admins = [u for u in await auth.accounts.users() if u.role is Role.ADMIN]
-        if len(admins) <= 1:
-            raise HTTPException(409, "the last admin cannot be removed")
-    if not await auth.accounts.remove_user(name):
+    try:
+        removed = await remove_account(auth.accounts, name)
+    except AuthError as exc:
+        raise HTTPException(409, str(exc)) from exc
+    if not removed:
         raise HTTPException(404, "no such user")
     return Response(status_code=204)
 

@@ -12,7 +12,7 @@ from ..config import Settings
 from .base import Accounts, ApiKey, SigningKey, User
 from .policy import auth_required, is_loopback, public_listeners
 from .roles import ANONYMOUS, Principal, Role
-from .service import Authenticator, Token, add_api_key, add_user, ensure_admin
+from .service import Authenticator, Token, add_api_key, add_user, ensure_admin, remove_user
 
 __all__ = [
     "ANONYMOUS",
@@ -33,6 +33,7 @@ __all__ = [
     "ensure_admin",
     "is_loopback",
     "public_listeners",
+    "remove_user",
 ]
 
 

@@ -21,7 +21,7 @@ from ..errors import AuthError
 from . import accounts_path, create_accounts
 from .base import Accounts
 from .roles import Role, check_name
-from .service import add_api_key, add_user, check_password
+from .service import add_api_key, add_user, check_password, remove_user
 
 T = TypeVar("T")
 ROLES = [role.value for role in Role]
@@ -79,7 +79,7 @@ def _users_list(args: argparse.Namespace) -> None:
 
 
 def _users_remove(args: argparse.Namespace) -> None:
-    if not _with_accounts(args, lambda a: a.remove_user(args.name)):
+    if not _with_accounts(args, lambda a: remove_user(a, args.name)):
         raise AuthError(f"no user {args.name!r}")
     print(f"removed {args.name}; its tokens stop working when they expire")
 

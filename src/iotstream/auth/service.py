@@ -69,6 +69,19 @@ async def add_user(accounts: Accounts, name: str, role: Role, password: str) -> 
     return user
 
 
+async def remove_user(accounts: Accounts, name: str) -> bool:
+    """Remove a user (``False``: there is none by that name); ``AuthError`` for the last
+    admin, who cannot be removed. Its tokens stop working when they expire."""
+    found = await accounts.user(name)
+    if found is None:
+        return False
+    if found.role is Role.ADMIN:
+        admins = [u for u in await accounts.users() if u.role is Role.ADMIN]
+        if len(admins) <= 1:
+            raise AuthError("the last admin cannot be removed")
+    return await accounts.remove_user(name)
+
+
 async def add_api_key(accounts: Accounts, name: str, role: Role) -> tuple[ApiKey, str]:
     """A new API key and its secret text, which is stored only as a hash: show it once."""
     try:
