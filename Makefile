@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 ARGS   ?=
 
 .PHONY: run demo test lint typecheck pytest clean services services-down system-packages bench \
-	spark-stream
+	spark-stream setup restart stop logs-embedded test-mqtt test-websocket-pipeline websocket-test \
+	test-redis-pipeline prometheus
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +19,11 @@ $(VENV)/.run-installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
-	touch $@ $(VENV)/.run-installed $(VENV)/.spark-installed
+	touch $@ $(VENV)/.run-installed $(VENV)/.spark-installed $(VENV)/.distributed-installed
+
+$(VENV)/.distributed-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[kafka,redis,device]'
+	touch $@ $(VENV)/.run-installed
 
 $(VENV)/.spark-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[spark]'
@@ -27,16 +32,18 @@ $(VENV)/.spark-installed: pyproject.toml | $(BIN)/python
 ## run: start the embedded server (Mosquitto when it can be installed, else the in-process broker)
 run: $(VENV)/.run-installed
 	@scripts/system-packages.sh --optional mosquitto:mosquitto mosquitto-clients:mosquitto_pub
-	$(BIN)/iotstream run $(ARGS)
+	@# iotstream run itself, with its PID in data/iotstream.pid for make restart and make stop.
+	$(BIN)/python -m harness.embedded run $(ARGS)
 
 ## demo: the embedded server with 20 simulated robots
 demo: $(VENV)/.run-installed
 	@scripts/system-packages.sh --optional mosquitto:mosquitto mosquitto-clients:mosquitto_pub
-	$(BIN)/iotstream run --simulate 20 $(ARGS)
+	$(BIN)/python -m harness.embedded run --simulate 20 $(ARGS)
 
 system-packages:
 	scripts/system-packages.sh mosquitto:mosquitto mosquitto-clients:mosquitto_pub \
-		redis-server:redis-server maven:mvn openjdk-17-jre-headless:java chromium:chromium
+		redis-server:redis-server maven:mvn openjdk-17-jre-headless:java chromium:chromium \
+		prometheus:prometheus
 
 ## services: Mosquitto, Redis, Kafka (KRaft) and s3proxy on loopback (jars from Maven Central)
 services: system-packages
@@ -71,8 +78,48 @@ typecheck: $(VENV)/.dev-installed
 pytest: $(VENV)/.dev-installed
 	$(BIN)/pytest $(ARGS)
 
-clean:
+clean: stop
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	@echo "PASS clean: removed $(VENV), data and the caches"
+
+# --- the reference system's targets, on the embedded server -----------------------------------
+# Each prints one PASS or FAIL line and fails on FAIL. Hosts and ports come from the server's own
+# variables (IOTSTREAM_HTTP_PORT 8081, IOTSTREAM_MQTT_PORT 3123, ...; see harness/checks.py).
+
+## setup: install what the server needs, start it in the background and wait until it is healthy
+setup: $(VENV)/.run-installed
+	@scripts/system-packages.sh --optional mosquitto:mosquitto mosquitto-clients:mosquitto_pub
+	@$(BIN)/python -m harness.embedded start $(ARGS)
+
+## restart: stop the server make setup or make run started, and start it again with its flags
+restart: $(VENV)/.run-installed
+	@$(BIN)/python -m harness.embedded restart
+
+## stop: stop the server make setup or make run started (the standard library is enough)
+stop:
+	@$(PYTHON) -m harness.embedded stop
+
+## logs-embedded: follow the log of the server make setup started
+logs-embedded:
+	tail -n 100 -F $${IOTSTREAM_DATA_DIR:-data}/iotstream.log
+
+## test-mqtt: publish the reference system's examples, find them in the REST API
+test-mqtt: $(VENV)/.run-installed
+	@$(BIN)/python -m harness.checks test-mqtt
+
+## test-websocket-pipeline: a WebSocket client on /coordinates receives a coordinate sent over MQTT
+test-websocket-pipeline websocket-test: $(VENV)/.run-installed
+	@$(BIN)/python -m harness.checks test-websocket-pipeline
+
+## test-redis-pipeline: MQTT -> bridge -> Kafka -> processor -> Redis on make services' engines
+## (a bridge or processor not answering on 9081/9082 is started for the check)
+test-redis-pipeline: $(VENV)/.distributed-installed
+	@$(BIN)/python -m harness.checks test-redis-pipeline
+
+## prometheus: a Prometheus on 127.0.0.1:9090 scraping the roles of the quick start, with the alerts
+prometheus:
+	@scripts/system-packages.sh prometheus:prometheus
+	$(PYTHON) -m harness.prometheus $(ARGS)
 
 # --- the distributed stack in Docker (for machines with a Docker engine) ---------------------
 COMPOSE ?= docker compose
@@ -89,6 +136,10 @@ down:
 
 logs:
 	$(COMPOSE) logs -f --tail=100
+
+# logs-bridge, logs-kafka, logs-prometheus, ...: one service's log.
+logs-%:
+	$(COMPOSE) logs -f --tail=100 $*
 
 list-topics:
 	$(COMPOSE) exec kafka /opt/kafka/bin/kafka-topics.sh --bootstrap-server localhost:9092 --describe

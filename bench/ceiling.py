@@ -20,7 +20,7 @@ from harness import Service, free_port, start_mosquitto
 
 from .errors import BenchError
 from .generator import HOST
-from .workers import CONTEXT, Worker, next_message, report_failure, run_async
+from .workers import CONTEXT, Worker, next_message, run_worker
 
 PUBLISH_EVERY = 0.05
 """How often the subscriber publishes its count to the bench (seconds)."""
@@ -68,11 +68,7 @@ async def _count(pipe: Connection, port: int, counter: Any, patience: float) -> 
 
 
 def _counter_main(pipe: Connection, port: int, counter: Any, patience: float) -> None:
-    try:
-        run_async(_count(pipe, port, counter, patience))
-    except Exception as exc:
-        report_failure(pipe, exc)
-        raise
+    run_worker(pipe, _count(pipe, port, counter, patience))
 
 
 class BareBroker:

@@ -34,7 +34,10 @@ NAMES = [
     "analytics",
     "commands",
     "auth",
+    "faults",
 ]
+DISTRIBUTED_ONLY = ["faults"]
+"""Scenarios of the distributed mode alone, run with --distributed."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,8 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--distributed",
         action="store_true",
-        help="also run rate-1k and rate-10k on bridge + processor + api with Kafka and Redis "
-        "(reported as not run, with the reason, when java or mvn is missing)",
+        help="also run rate-1k, rate-10k and max-throughput on bridge + processor + archiver + "
+        "api with Kafka and Redis, then faults (each engine restarted and each role killed "
+        "under load); of those, only the ones --scenarios names when it is given (reported as "
+        "not run, with the reason, when java or mvn is missing)",
     )
 
 
@@ -142,6 +147,22 @@ def attempt_auth() -> dict[str, Any]:
     return result
 
 
+def attempt_faults(work: Path, quick: bool) -> dict[str, Any]:
+    """The pipeline under faults at load (``bench.faults``), on engines of its own; kept in
+    results.json under ``faults``."""
+    from .faults import FULL, QUICK, run_faults, summary_line
+
+    _say("faults (distributed, each engine restarted and each role killed under load) ...")
+    began = time.monotonic()
+    try:
+        result = run_faults(work / "faults", QUICK if quick else FULL)
+    except (BenchError, HarnessError, OSError) as exc:
+        _say(f"  failed: {exc}")
+        return {"kind": "faults", "error": str(exc)}
+    _say(summary_line(result) + f" [{time.monotonic() - began:.0f} s]")
+    return result
+
+
 def run(args: argparse.Namespace, command: str) -> int:
     """Run what ``args`` asks for and write the results; the exit status.
 
@@ -211,26 +232,33 @@ def _run(args: argparse.Namespace, command: str) -> int:
                 results["commands"] = attempt_commands(work)
             elif name == "auth":
                 results["auth"] = attempt_auth()
-            elif name != "ceiling":
+            elif name != "ceiling" and name not in DISTRIBUTED_ONLY:
                 results["scenarios"].append(attempt(name, "embedded"))
         if args.distributed:
             reason = distributed_unavailable()
+            shared = [n for n in DISTRIBUTED if args.scenarios is None or n in args.scenarios]
             if reason is not None:
                 results["distributed"] = {"run": False, "reason": reason}
-            else:
+            elif shared:
                 _say("starting Mosquitto, Redis and Kafka for the distributed mode ...")
                 engines = Engines(work / "engines")
                 try:
                     with engines:
                         results["distributed"] = {"run": True, "reason": None}
                         if not args.quick:
-                            _say("warming Kafka up (a minute at 1k msg/s) ...")
+                            _say("warming Kafka up (30 s at 10k msg/s) ...")
                             warm_up(engines, work)
-                        for name in DISTRIBUTED:
+                        for name in shared:
                             for _ in range(1 if args.quick else DISTRIBUTED_RUNS.get(name, 1)):
                                 results["scenarios"].append(attempt(name, "distributed", engines))
                 except HarnessError as exc:
                     results["distributed"] = {"run": False, "reason": f"engines failed: {exc}"}
+            if reason is None and "faults" in names:
+                if not shared:
+                    results["distributed"] = {"run": True, "reason": None}
+                results["faults"] = attempt_faults(work, args.quick)
+            elif reason is None and not shared:
+                results["distributed"] = {"run": False, "reason": "none of --scenarios is one"}
     results["finishedAt"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["loadAverageAfter"] = load_average()
     results["sourceAfter"] = source()

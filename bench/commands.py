@@ -10,9 +10,13 @@ acknowledges every command at once and reports it succeeded. Then:
    being visible as a ``succeeded`` WebSocket ``command`` frame and in
    ``GET /api/commands/{id}`` (polled every ``POLL`` seconds), as p50/p99.
 2. Offline queue: every device goes offline (retained ``offline``, as its will would say),
-   ``queued`` commands are posted across them (each must answer ``queued``), the devices
-   return at once, and the bench times each command from that return to its ``delivered``
-   (or later) frame: how many are delivered within ``TARGET_SECONDS``.
+   ``queued`` commands are posted across them (each must answer ``queued``; their TTL,
+   ``QUEUED_TTL``, outlasts the posting and the wait, or the bench stops), the devices
+   return at once, and the bench times each command from that return (when the devices are
+   told to reconnect) to its ``delivered`` (or later) frame: how many are delivered within
+   ``TARGET_SECONDS``. Also from each device's own return (its ``online`` presence on the
+   WebSocket), the state of every queued command at the end as the REST API says, and the
+   WebSocket resyncs the watcher went through (each loses frames, so should be 0).
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ WORKERS = 4
 POLL = 0.005
 """Seconds between a REST poller's reads of one command."""
 TARGET_SECONDS = 5.0
+QUEUED_TTL = 600
+"""Seconds the queued commands live: longer than posting them and waiting for them."""
+POSTERS = 64
+"""Requests in flight at once while posting the queued commands."""
 DONE = ("succeeded", "failed", "rejected", "expired", "canceled")
 PHASE_TIMEOUT = 120.0
 
@@ -125,6 +133,11 @@ class Watcher:
     def __init__(self, url: str) -> None:
         self.url = url
         self.reached: dict[str, dict[str, float]] = {}
+        self.online_at: dict[str, float] = {}
+        """Device id -> when its presence last turned ``online``."""
+        self._presence: dict[str, str] = {}
+        self.resyncs = 0
+        """Snapshots after the first: the hub dropped this client's backlog, frames were lost."""
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
@@ -133,11 +146,19 @@ class Watcher:
         async with websockets.connect(self.url, max_size=None) as ws:
             async for text in ws:
                 frame = orjson.loads(text)
+                now = time.time()
                 if frame.get("type") == "snapshot":
+                    self.resyncs += self.ready.is_set()
                     self.ready.set()
+                if frame.get("type") in ("snapshot", "update"):
+                    for state in frame["devices"]:
+                        presence = state.get("presence")
+                        if presence is not None:
+                            if presence == "online" != self._presence.get(state["deviceId"]):
+                                self.online_at[state["deviceId"]] = now
+                            self._presence[state["deviceId"]] = presence
                 if frame.get("type") != "command":
                     continue
-                now = time.time()
                 for command in frame["commands"]:
                     self.reached.setdefault(command["id"], {}).setdefault(command["status"], now)
 
@@ -235,43 +256,80 @@ async def _offline_queue(
             if time.time() > deadline:
                 raise BenchError(f"{len(wanted - offline)} devices never showed as offline")
             await asyncio.sleep(0.2)
-        made: list[str] = []
+        made: dict[str, str] = {}
+        """Command id -> its device."""
         statuses: dict[str, int] = {}
-        limit = asyncio.Semaphore(64)
+        limit = asyncio.Semaphore(POSTERS)
 
         async def post(device_id: str) -> None:
             async with limit:
                 response = await client.post(
-                    f"/api/devices/{device_id}/commands", json={"command": "slam", "ttl": 600}
+                    f"/api/devices/{device_id}/commands",
+                    json={"command": "slam", "ttl": QUEUED_TTL},
                 )
             body = response.json()
             status = body.get("status", str(response.status_code))
             statuses[status] = statuses.get(status, 0) + 1
             if response.status_code == 202:
-                made.append(body["id"])
+                made[body["id"]] = device_id
 
         began = time.monotonic()
         await asyncio.gather(*(post(ids[n % len(ids)]) for n in range(queued)))
         posting = time.monotonic() - began
-    returned = time.time()
-    events["online"].set()
-    deadline = returned + PHASE_TIMEOUT
-    while time.time() < deadline and any(  # noqa: ASYNC110
-        watcher.at(c, "delivered", "succeeded") is None for c in made
-    ):
-        await asyncio.sleep(0.05)
-    delays = [
-        t - returned for c in made if (t := watcher.at(c, "delivered", "succeeded")) is not None
-    ]
+        if posting + PHASE_TIMEOUT >= QUEUED_TTL:
+            # The first commands could expire while waiting: the figures would be of expiry.
+            raise BenchError(f"posting took {posting:.0f} s, too long for a {QUEUED_TTL} s TTL")
+        returned = time.time()
+        events["online"].set()
+        deadline = returned + PHASE_TIMEOUT
+        while time.time() < deadline and any(  # noqa: ASYNC110
+            watcher.at(c, "delivered", "succeeded") is None for c in made
+        ):
+            await asyncio.sleep(0.05)
+        at = {c: t for c in made if (t := watcher.at(c, "delivered", "succeeded")) is not None}
+        delays = [t - returned for t in at.values()]
+        # From the device's own return as the WebSocket showed it: the server's part alone.
+        own = [
+            t - watcher.online_at[made[c]] for c, t in at.items() if made[c] in watcher.online_at
+        ]
+        back = [
+            watcher.online_at[d] - returned for d in set(made.values()) if d in watcher.online_at
+        ]
+        ended = await _statuses(client, sorted(set(made.values())), set(made))
     return {
         "queued": len(made),
+        "ttlSeconds": QUEUED_TTL,
         "statusesWhenPosted": statuses,
         "postingSeconds": round(posting, 2),
+        "postedPerSecond": round(len(made) / posting, 1) if posting else None,
         "delivered": len(delays),
         "deliveredWithinTarget": sum(1 for d in delays if d <= TARGET_SECONDS),
         "targetSeconds": TARGET_SECONDS,
         "afterReturn": _histogram(delays),
+        "afterOwnReturn": _histogram(own),
+        "devicesBackWithinSeconds": round(max(back), 2) if back else None,
+        "statusesAtEnd": ended,
+        "watcherResyncs": watcher.resyncs,
     }
+
+
+async def _statuses(client: Any, devices: list[str], commands: set[str]) -> dict[str, int]:
+    """How many of ``commands`` are in each state now, as ``GET /api/devices/{id}/commands``
+    says (the store's word, not the WebSocket's)."""
+    counts: dict[str, int] = {}
+    limit = asyncio.Semaphore(POSTERS)
+
+    async def count(device_id: str) -> None:
+        async with limit:
+            response = await client.get(
+                f"/api/devices/{device_id}/commands", params={"limit": 1000}
+            )
+        for command in response.json():
+            if command["id"] in commands:
+                counts[command["status"]] = counts.get(command["status"], 0) + 1
+
+    await asyncio.gather(*(count(d) for d in devices))
+    return dict(sorted(counts.items()))
 
 
 async def _measure(

@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .errors import BenchError
-from .workers import Worker, WorkerGroup, next_message, report_failure, run_async
+from .workers import Worker, WorkerGroup, next_message, run_worker
 
 HOST = "127.0.0.1"
 TICK = 0.005
@@ -184,11 +184,7 @@ async def _publish(pipe: Connection, port: int, name: str, devices: list[str], l
 
 
 def _publisher_main(pipe: Connection, port: int, name: str, devices: list[str], load: Load) -> None:
-    try:
-        run_async(_publish(pipe, port, name, devices, load))
-    except Exception as exc:
-        report_failure(pipe, exc)
-        raise
+    run_worker(pipe, _publish(pipe, port, name, devices, load))
 
 
 class Generator(WorkerGroup):

@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from .faults import markdown_lines
+
 JSON = "results.json"
 MARKDOWN = "results.md"
 LATENCY_PNG = "latency.png"
@@ -479,6 +481,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines.append("")
     lines += _lake(results)
     lines += _analytics(results)
+    lines += markdown_lines(results.get("faults"))
     for scenario in [*rows, *results["scenarios"]]:
         if scenario.get("steps") and len(scenario["steps"]) > 1:
             lines += _steps(scenario)

@@ -199,16 +199,25 @@ def distributed_unavailable() -> str | None:
 
 
 class Engines:
-    """Mosquitto, Redis and Kafka on free loopback ports, for every distributed scenario."""
+    """Mosquitto, Redis and Kafka on free loopback ports, for every distributed scenario.
 
-    def __init__(self, workdir: Path) -> None:
+    ``persistent``: Mosquitto and Redis keep what they hold on disk, as a deployment runs them,
+    so that a ``restart()`` of either loses nothing (Kafka keeps its log on disk either way)."""
+
+    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
         self.workdir = workdir
+        self.persistent = persistent
         self.started: dict[str, Service] = {}
 
     def __enter__(self) -> Self:
+        keep = self.persistent
         try:
-            self.started["mosquitto"] = start_mosquitto(free_port(), self.workdir / "mosquitto")
-            self.started["redis"] = start_redis(free_port(), self.workdir / "redis")
+            self.started["mosquitto"] = start_mosquitto(
+                free_port(), self.workdir / "mosquitto", persistent=keep
+            )
+            self.started["redis"] = start_redis(
+                free_port(), self.workdir / "redis", persistent=keep
+            )
             port, controller = free_ports(2)
             self.started["kafka"] = start_kafka(port, controller, self.workdir / "kafka")
         except BaseException:
@@ -235,24 +244,73 @@ class DistributedServer(System):
 
     mode = "distributed"
 
-    def __init__(self, workdir: Path, engines: Engines) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        engines: Engines,
+        log_level: str = "warning",
+        *,
+        instance_ids: bool = False,
+    ) -> None:
+        """``instance_ids``: the processor and the archiver get a ``--kafka-instance-id``, as
+        processes a supervisor restarts do, so a replacement takes their partitions at once."""
         super().__init__(workdir)
         self.engines = engines
+        self.log_level = log_level
+        self.instance_ids = instance_ids
+        self.argv: dict[str, list[str]] = {}
+        """How each role was started, to start a replacement the same way."""
+        self.health_urls: dict[str, str] = {}
+        self.kafka_topic = ""
+        self.kafka_group = ""
+        """The processors' consumer group."""
 
     @property
     def mqtt_port(self) -> int:
         return self.engines.started["mosquitto"].port
 
+    def _spawn_role(self, argv: list[str], health_port: int) -> None:
+        name = argv[0]
+        self.argv[name] = argv
+        self.health_urls[name] = f"http://{HOST}:{health_port}/api/health"
+        self._spawn(name, argv)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one role's process, as a crash would."""
+        process = self.processes[name]
+        process.kill()
+        process.wait()
+
+    def replace(self, name: str) -> None:
+        """Start a new process of a role that exited, with the same options and ports, as a
+        supervisor does; returns at once."""
+        if self.processes[name].poll() is None:
+            raise BenchError(f"{name} still runs")
+        self._spawn(name, self.argv[name])
+
+    def healthy(self, name: str) -> bool:
+        """Whether the role answers ``GET /api/health`` with 200."""
+        try:
+            with urllib.request.urlopen(self.health_urls[name], timeout=2):
+                return True
+        except (urllib.error.URLError, OSError):  # a 503 is an HTTPError, a URLError
+            return False
+
     def start(self, prefix: str) -> None:
         kafka = self.engines.started["kafka"].address
         redis = f"redis://{self.engines.started['redis'].address}/0"
         mqtt = f"mqtt://{HOST}:{self.mqtt_port}"
-        topic = ["--kafka-bootstrap", kafka, "--kafka-topic", f"bench-{prefix}"]
+        self.kafka_topic = self.kafka_group = f"bench-{prefix}"
+        topic = ["--kafka-bootstrap", kafka, "--kafka-topic", self.kafka_topic]
         store = ["--redis-url", redis, "--redis-prefix", f"bench-{prefix}"]
-        common = ["--data-dir", str(self.workdir / "data"), "--log-level", "warning"]
+        common = ["--data-dir", str(self.workdir / "data"), "--log-level", self.log_level]
+        bridge, processor, archiver = free_ports(3)
+        members = {
+            role: ["--kafka-instance-id", f"{role}-{prefix}"] if self.instance_ids else []
+            for role in ("processor", "archiver")
+        }
         try:
-            self._spawn(
-                "bridge",
+            self._spawn_role(
                 [
                     "bridge",
                     "--mqtt-url",
@@ -261,30 +319,39 @@ class DistributedServer(System):
                     "--mqtt-client-id",
                     f"bridge-{prefix}",
                     "--metrics-port",
-                    str(free_port()),
+                    str(bridge),
                     *common,
                 ],
+                bridge,
             )
-            self._spawn(
-                "processor",
+            self._spawn_role(
                 [
                     "processor",
                     *topic,
                     *store,
                     "--kafka-group",
-                    f"bench-{prefix}",
+                    self.kafka_group,
+                    *members["processor"],
                     "--metrics-port",
-                    str(free_port()),
+                    str(processor),
                     *common,
                 ],
+                processor,
             )
-            self._spawn(
-                "archiver",
-                ["archiver", *topic, "--metrics-port", str(free_port()), *common],
+            self._spawn_role(
+                [
+                    "archiver",
+                    *topic,
+                    *members["archiver"],
+                    "--metrics-port",
+                    str(archiver),
+                    *common,
+                ],
+                archiver,
             )
-            self._spawn(
-                "api",
+            self._spawn_role(
                 ["api", *store, "--mqtt-url", mqtt, "--http-port", str(self.http_port), *common],
+                self.http_port,
             )
             self._wait_healthy("api")
             self.wait_pipeline(prefix)

@@ -33,7 +33,7 @@ import orjson
 
 from .errors import BenchError
 from .latency import Histogram
-from .workers import Worker, WorkerGroup, next_message, report_failure, run_async
+from .workers import Worker, WorkerGroup, next_message, run_worker
 
 CONNECT_TIMEOUT = 30.0
 QUIET = 0.5
@@ -315,11 +315,7 @@ async def _watch(pipe: Connection, url: str, count: int, patience: float) -> Non
 
 
 def _watcher_main(pipe: Connection, url: str, count: int, patience: float) -> None:
-    try:
-        run_async(_watch(pipe, url, count, patience))
-    except Exception as exc:
-        report_failure(pipe, exc)
-        raise
+    run_worker(pipe, _watch(pipe, url, count, patience))
 
 
 class Watchers(WorkerGroup):

@@ -162,6 +162,16 @@ async def next_message(pipe: Connection, timeout: float) -> tuple[Any, ...]:
         os.set_blocking(pipe.fileno(), True)
 
 
+def run_worker(pipe: Connection, main: Coroutine[Any, Any, None]) -> None:
+    """A worker process's body: ``main`` on ``run_async``; a failure is told to the bench
+    (``report_failure``) before it ends the process."""
+    try:
+        run_async(main)
+    except Exception as exc:
+        report_failure(pipe, exc)
+        raise
+
+
 def report_failure(pipe: Connection, exc: BaseException) -> None:
     """Tell the bench why a worker gave up, so it fails with the reason, not a timeout."""
     with contextlib.suppress(OSError, EOFError):  # the bench already left

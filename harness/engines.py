@@ -8,7 +8,9 @@ bench and ``python -m harness up`` (``make services``) alike, without Docker::
 ``start_mosquitto``, ``start_redis`` and ``start_kafka`` return a running, ready ``Service``; its
 ``stop()`` (SIGTERM, then SIGKILL) also runs on leaving a ``with`` block. Each service runs in its
 own process group and session, so Ctrl-C in a terminal reaches the caller, whose clean-up stops
-it.
+it. ``restart()`` stops one and starts it again on the same ports and data: Kafka keeps its log,
+and with ``persistent=True`` Mosquitto its sessions and queued messages and Redis its data, as
+deployments run them.
 
 Kafka's jars go to ``kafka-<version>-<pom hash>/libs`` under ``IOTSTREAM_KAFKA_CACHE`` (default
 ``${XDG_CACHE_HOME:-~/.cache}/iotstream``), fetched once by Maven from ``harness/kafka/pom.xml``.
@@ -81,6 +83,8 @@ class Service:
     probe: Probe
     start_timeout: float = 30.0
     stop_timeout: float = 10.0
+    on_start: Callable[[Service], None] | None = field(default=None, repr=False)
+    """Called after each start (the first and every restart) once the probe says ready."""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _log_offset: int = field(default=0, repr=False)
 
@@ -133,6 +137,8 @@ class Service:
         except BaseException:
             self.stop()
             raise
+        if self.on_start is not None:
+            self.on_start(self)
 
     def stop(self) -> None:
         """SIGTERM, wait up to `stop_timeout`, then SIGKILL. Safe to call when not running."""
@@ -148,6 +154,8 @@ class Service:
             self.process.wait()
 
     def restart(self) -> None:
+        """Stop (SIGTERM, as a service manager does) and start again on the same ports and
+        working directory, so what the engine persists there survives."""
         self.stop()
         self.start()
 
@@ -237,19 +245,37 @@ def find_program(name: str, install_hint: str) -> str:
     return program
 
 
-def mosquitto_config(port: int) -> str:
-    """A loopback listener for anyone, tuned for a bridge to Kafka."""
+MOSQUITTO_AUTOSAVE_SECONDS = 5
+"""How often a persistent Mosquitto writes its sessions and queued messages to disk; a
+stop (SIGTERM) writes them too."""
+
+
+def mosquitto_config(port: int, persistence: Path | None = None) -> str:
+    """A loopback listener for anyone, tuned for a bridge to Kafka. ``persistence``: a
+    directory where the broker keeps its sessions, subscriptions and queued messages across
+    restarts, as a deployment does (deploy/mosquitto/mosquitto.conf); else they live in
+    memory only."""
+    if persistence is None:
+        stored = "persistence false\n"
+    else:
+        stored = (
+            "persistence true\n"
+            f"persistence_location {persistence.resolve()}/\n"
+            f"autosave_interval {MOSQUITTO_AUTOSAVE_SECONDS}\n"
+        )
+    # A bridge acknowledges QoS 1 messages only once Kafka has them: let many be in flight,
+    # and queue them for its persistent session while it restarts.
+    queues = "max_inflight_messages 0\nmax_queued_messages 1000000\n"
     return (
-        f"listener {port} {HOST}\n"
-        "allow_anonymous true\n"
-        # Run as root, mosquitto drops to its own user, which may not write here.
-        "persistence false\n"
-        # A bridge acknowledges QoS 1 messages only once Kafka has them: let many be in
-        # flight, and queue them for its persistent session while it restarts.
-        "max_inflight_messages 0\n"
-        "max_queued_messages 1000000\n"
-        "log_dest stderr\n"
+        f"listener {port} {HOST}\nallow_anonymous true\n{stored}{queues}log_dest stderr\n"
+        + _mosquitto_user()
     )
+
+
+def _mosquitto_user() -> str:
+    # Run as root, mosquitto would switch to the 'mosquitto' user, which may not read or write
+    # the working directory (private to its owner): stay the owner.
+    return f"user {getpass.getuser()}\n" if os.geteuid() == 0 else ""
 
 
 # The accounts of a secured Mosquitto, laid out as the embedded server's
@@ -273,19 +299,16 @@ pattern write orin/%u/command/result
 """
 
 
-def secured_mosquitto_config(port: int, workdir: Path) -> str:
-    """``mosquitto_config(port)`` refusing anonymous clients and checking the password and
-    ACL files in ``workdir``."""
-    config = (
-        mosquitto_config(port).replace("allow_anonymous true\n", "allow_anonymous false\n")
+def secured_mosquitto_config(port: int, workdir: Path, persistence: Path | None = None) -> str:
+    """``mosquitto_config(port, persistence)`` refusing anonymous clients and checking the
+    password and ACL files in ``workdir``."""
+    return (
+        mosquitto_config(port, persistence).replace(
+            "allow_anonymous true\n", "allow_anonymous false\n"
+        )
         + f"password_file {workdir.resolve() / 'passwd'}\n"
         + f"acl_file {workdir.resolve() / 'acl'}\n"
     )
-    if os.geteuid() == 0:
-        # Run as root, mosquitto would switch to the 'mosquitto' user, which may not read
-        # the files (they are private to their owner, in a directory it may not enter).
-        config += f"user {getpass.getuser()}\n"
-    return config
 
 
 def _make_accounts(workdir: Path, port: int) -> None:
@@ -321,37 +344,59 @@ def mosquitto_url(service: Service) -> str:
 
 
 def start_mosquitto(
-    port: int, workdir: Path, config: str | None = None, *, secured: bool = False
+    port: int,
+    workdir: Path,
+    config: str | None = None,
+    *,
+    secured: bool = False,
+    persistent: bool = False,
 ) -> Service:
     """Mosquitto on ``port`` with ``config`` (the whole mosquitto.conf; default
     ``mosquitto_config(port)``), ready once it accepts an MQTT connection. ``secured``: with
     accounts and ACLs instead (``secured_mosquitto_config``); ``mosquitto_url`` has the
-    credentials of the service account."""
+    credentials of the service account. ``persistent``: sessions and queued messages are kept
+    in ``workdir`` across a ``restart()``."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = (workdir / "mosquitto.conf").resolve()
     probe = mqtt_probe
+    persistence = workdir if persistent else None
     (workdir / MQTT_URL_FILE).unlink(missing_ok=True)
     if secured:
         _make_accounts(workdir, port)
-        config = secured_mosquitto_config(port, workdir) if config is None else config
+        if config is None:
+            config = secured_mosquitto_config(port, workdir, persistence)
         probe = mqtt_answers_probe
-    path.write_text(mosquitto_config(port) if config is None else config)
+    path.write_text(mosquitto_config(port, persistence) if config is None else config)
     program = find_program("mosquitto", "apt-get install -y mosquitto")
-    service = Service("mosquitto", (port,), workdir, [program, "-c", str(path)], probe)
+    service = Service(
+        "mosquitto",
+        (port,),
+        workdir,
+        [program, "-c", str(path)],
+        probe,
+        on_start=_write_pid_file,
+    )
     service.start()
-    # Where `iotstream devices` finds the broker to reload.
-    (workdir / "mosquitto.pid").write_text(f"{service.pid}\n")
     return service
 
 
-def start_redis(port: int, workdir: Path) -> Service:
+def _write_pid_file(service: Service) -> None:
+    # Where `iotstream devices` finds the broker to reload.
+    (service.workdir / "mosquitto.pid").write_text(f"{service.pid}\n")
+
+
+def start_redis(port: int, workdir: Path, *, persistent: bool = False) -> Service:
+    """redis-server on ``port``, keeping nothing on disk; ``persistent``: with its append-only
+    file in ``workdir`` (synced every second), as the deployment runs it (docker-compose.yml),
+    so what it holds survives a ``restart()``."""
     program = find_program("redis-server", "apt-get install -y redis-server")
     argv = [
         program,
         "--port", str(port),
         "--bind", HOST,
         "--save", "",
-        "--appendonly", "no",
+        "--appendonly", "yes" if persistent else "no",
+        "--appendfsync", "everysec",
         "--dir", str(workdir),
         "--daemonize", "no",
     ]  # fmt: skip

@@ -4,9 +4,11 @@ processor and the command service, with MQTT 5 and MQTT 3.1.1 devices."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from gmqtt.mqtt.constants import MQTTv50
 
 import harness
 from harness import free_port, stop_process
+from harness.engines import mosquitto_config
 from iotstream.broker import MosquittoBroker
 from iotstream.bus.memory import MemoryBus
 from iotstream.commands import CommandService
@@ -31,7 +34,7 @@ from iotstream.processor import Processor
 from iotstream.store import MemoryStore
 
 from .broker.client import MqttClient
-from .conftest import require, start_server
+from .conftest import Server, require, start_server
 from .faults import wait_until
 
 TIMEOUT = 10.0
@@ -61,16 +64,23 @@ class Pipeline:
             await asyncio.sleep(0.01)
 
 
-@pytest.fixture
-async def pipeline(tmp_path: Path) -> AsyncIterator[Pipeline]:
-    broker = MosquittoBroker("127.0.0.1", free_port(), tmp_path / "mosquitto", require("mosquitto"))
-    endpoint = MqttEndpoint(broker.host, broker.port)
-    async with broker, MemoryStore() as store, MemoryBus() as bus:
+@asynccontextmanager
+async def serving(endpoint: MqttEndpoint) -> AsyncIterator[tuple[MemoryStore, CommandService]]:
+    """The ingest, the memory bus and store, the processor and the command service on a
+    broker."""
+    async with MemoryStore() as store, MemoryBus() as bus:
         ingest = Ingest(endpoint, ["#"], 1, Parser(), bus)
         link = MqttConnection(endpoint, "commands", mqtt5=True)
         commands = CommandService(link, store, offline_after=30, sweep_interval=0.05)
         async with Processor(bus, store), ingest, link, commands:
-            yield Pipeline(broker, store, commands)
+            yield store, commands
+
+
+@pytest.fixture
+async def pipeline(tmp_path: Path) -> AsyncIterator[Pipeline]:
+    broker = MosquittoBroker("127.0.0.1", free_port(), tmp_path / "mosquitto", require("mosquitto"))
+    async with broker, serving(MqttEndpoint(broker.host, broker.port)) as (store, commands):
+        yield Pipeline(broker, store, commands)
 
 
 class Mqtt5Device:
@@ -173,44 +183,117 @@ async def test_a_command_whose_ttl_passed_offline_expires_and_is_never_sent(
         assert (await pipeline.command(command.id)).status == "expired"
 
 
-async def wait_until_offline(pipeline: Pipeline, device_id: str) -> None:
+RECEIVE_MAXIMUM = 5
+"""QoS 1 messages the broker of the next test lets a client have unacknowledged."""
+
+
+async def test_a_returning_devices_queue_longer_than_the_brokers_receive_maximum_all_goes_out(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    config = mosquitto_config(port).replace(
+        "max_inflight_messages 0", f"max_inflight_messages {RECEIVE_MAXIMUM}"
+    )
+    assert f"max_inflight_messages {RECEIVE_MAXIMUM}" in config
+    broker = harness.start_mosquitto(port, tmp_path / "mosquitto", config)
+    try:
+        async with (
+            serving(MqttEndpoint("127.0.0.1", port)) as (store, commands),
+            Mqtt5Device(port, "r7") as device,
+            MqttClient(port) as presence,
+        ):
+            presence.publish("sensors/r7/presence", "offline", qos=1, retain=True)
+            await wait_until_offline(store, "r7")
+            made = [await commands.submit("r7", "goto", [n, n], ttl=60) for n in range(60)]
+            assert {command.status for command in made} == {"queued"}
+            presence.publish("sensors/r7/presence", "online", qos=1, retain=True)
+            received = [await device.receive() for _ in made]
+        # Every one, once, in the order they were queued.
+        assert [payload for payload, _ in received] == [f"goto {n} {n}".encode() for n in range(60)]
+        assert [p["correlation_data"] for _, p in received] == [[c.id.encode()] for c in made]
+        for command in made:
+            sent = await store.command(command.id)
+            assert sent is not None and (sent.status, sent.attempts) == ("sent", 1)
+        assert commands.sent == 60
+    finally:
+        broker.stop()
+
+
+async def wait_until_offline(pipeline: Pipeline | MemoryStore, device_id: str) -> None:
+    store = pipeline.store if isinstance(pipeline, Pipeline) else pipeline
     loop = asyncio.get_running_loop()
     deadline = loop.time() + TIMEOUT
     while True:
-        state = await pipeline.store.device(device_id)
+        state = await store.device(device_id)
         if state is not None and state.get("presence") == "offline":
             return
         assert loop.time() < deadline, f"{device_id} never went offline: {state}"
         await asyncio.sleep(0.01)
 
 
-def test_a_simulated_robot_drives_to_its_goal_in_the_embedded_server(tmp_path: Path) -> None:
-    srv = start_server(tmp_path, "--simulate", "2", "--simulate-rate", "10")
-    try:
-        state = srv.wait_for(
-            "/api/devices/robot1", lambda r: r.status_code == 200 and "x" in r.json()
-        ).json()
-        goal = [round(min(55.0, max(5.0, state["x"] + 1.5)), 2), round(state["y"], 2)]
-        response = httpx.post(
-            f"{srv.http}/api/devices/robot1/commands",
-            json={"command": "goto", "args": goal, "ttl": 30},
-            timeout=10,
-        )
-        assert response.status_code == 202, response.text
-        command_id = response.json()["id"]
-        done = srv.wait_for(
-            f"/api/commands/{command_id}", lambda r: r.json()["closed"], timeout=20
-        ).json()
-        assert [t["status"] for t in done["transitions"]] == [
-            "queued",
-            "sent",
-            "delivered",
-            "succeeded",
-        ]
-        assert abs(done["result"]["x"] - goal[0]) < 0.5
-        assert abs(done["result"]["y"] - goal[1]) < 0.5
-    finally:
-        stop_process(srv.process)
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``iotstream run`` with two simulated robots, as ``make demo`` runs it with twenty."""
+    srv = start_server(
+        tmp_path_factory.mktemp("simulated"), "--simulate", "2", "--simulate-rate", "10"
+    )
+    yield srv
+    stop_process(srv.process)
+
+
+def test_a_simulated_robot_drives_to_its_goal_in_the_embedded_server(simulated: Server) -> None:
+    srv = simulated
+    state = srv.wait_for(
+        "/api/devices/robot1", lambda r: r.status_code == 200 and "x" in r.json()
+    ).json()
+    goal = [round(min(55.0, max(5.0, state["x"] + 1.5)), 2), round(state["y"], 2)]
+    response = httpx.post(
+        f"{srv.http}/api/devices/robot1/commands",
+        json={"command": "goto", "args": goal, "ttl": 30},
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    command_id = response.json()["id"]
+    done = srv.wait_for(
+        f"/api/commands/{command_id}", lambda r: r.json()["closed"], timeout=20
+    ).json()
+    assert [t["status"] for t in done["transitions"]] == [
+        "queued",
+        "sent",
+        "delivered",
+        "succeeded",
+    ]
+    assert abs(done["result"]["x"] - goal[0]) < 0.5
+    assert abs(done["result"]["y"] - goal[1]) < 0.5
+
+
+def test_the_reference_examples_reach_a_simulated_robot(simulated: Server) -> None:
+    """``mosquitto_pub -t orin/robot1/command -m tracking`` and ``curl -X POST
+    /api/commands/robot1``, unchanged, against a robot of the device SDK."""
+    srv = simulated
+    srv.wait_for("/api/devices/robot2", lambda r: r.json().get("presence") == "online")
+    subprocess.run(
+        [require("mosquitto_pub"), "-h", "localhost", "-p", str(srv.mqtt_port),
+         "-t", "orin/robot2/command", "-m", "tracking"],
+        check=True, timeout=10,
+    )  # fmt: skip
+    srv.wait_for(
+        "/api/devices/robot2",
+        lambda r: (r.json().get("mode"), r.json().get("lastCommand")) == ("tracking", "tracking"),
+    )
+    answer = subprocess.run(
+        [require("curl"), "-s", "-X", "POST", f"{srv.http}/api/commands/robot2",
+         "-H", "Content-Type: application/json", "-d", '{"command": "slam"}'],
+        check=True, timeout=10, capture_output=True,
+    )  # fmt: skip
+    accepted = orjson.loads(answer.stdout)
+    assert (accepted["status"], accepted["topic"]) == ("accepted", "orin/robot2/command")
+    done = srv.wait_for(
+        f"/api/commands/{accepted['id']}", lambda r: r.json()["status"] == "succeeded"
+    ).json()
+    assert done["result"] == {"mode": "slam"}
+    # The robot reports its mode with its next batch of readings.
+    srv.wait_for("/api/devices/robot2", lambda r: r.json().get("mode") == "slam")
 
 
 @pytest.mark.redis
@@ -258,3 +341,6 @@ def test_the_command_bench_runs_at_a_small_size(tmp_path: Path) -> None:
     assert trip["rest"]["count"] == trip["websocket"]["count"] == 10
     assert queue["statusesWhenPosted"] == {"queued": 8}
     assert queue["delivered"] == 8
+    # The store's word too: every queued command ran, and the watcher missed no frame.
+    assert queue["statusesAtEnd"] == {"succeeded": 8}
+    assert (queue["watcherResyncs"], queue["afterOwnReturn"]["count"]) == (0, 8)

@@ -37,6 +37,7 @@ KNOWN_NAMES = {
     "kafka_replication_factor": ("kafka", "replication_factor"),
     "kafka_retention_ms": ("kafka", "retention_ms"),
     "kafka_group": ("kafka", "group"),
+    "kafka_instance_id": ("kafka", "instance_id"),
     "redis_url": ("redis", "url"),
     "redis_prefix": ("redis", "prefix"),
     "redis_dedupe_window": ("redis", "dedupe_window"),
@@ -58,6 +59,7 @@ KNOWN_NAMES = {
     "simulate": ("simulator", "robots"),
     "simulate_rate": ("simulator", "rate"),
     "metrics_port": ("metrics", "port"),
+    "silent_after": ("metrics", "silent_after"),
     "lake": ("lake", "enabled"),
     "lake_url": ("lake", "url"),
     "lake_retention": ("lake", "retention_days"),
@@ -73,6 +75,7 @@ KNOWN_NAMES = {
     "oidc_algorithms": ("auth", "oidc_algorithms"),
     "data_dir": ("data_dir",),
     "log_level": ("log_level",),
+    "log_format": ("log_format",),
 }
 
 

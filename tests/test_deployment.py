@@ -4,6 +4,7 @@ services, ports, and that every iotstream command in it is one the CLI accepts."
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,8 @@ def expand(text: str) -> str:
 
 
 def test_the_stack_has_every_service(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"mosquitto", "kafka", "redis", "lb"} | ROLES
+    engines = {"mosquitto", "kafka", "redis", "lb", "prometheus", "grafana"}
+    assert set(compose["services"]) == engines | ROLES
 
 
 def test_published_ports_match_the_reference_system(compose: dict[str, Any]) -> None:
@@ -91,8 +93,20 @@ def test_the_balancer_passes_websockets_to_both_apis() -> None:
 
 def test_the_image_runs_the_cli() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "'.[kafka,redis]'" in dockerfile
     assert 'ENTRYPOINT ["iotstream"]' in dockerfile
+
+
+def test_the_image_installs_the_extras_its_commands_need() -> None:
+    """Kafka and Redis for the distributed roles; the device SDK (paho-mqtt) for
+    ``iotstream simulate`` and ``iotstream run --simulate``."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    [extras] = re.findall(r"pip install [^\n]*'\.\[([\w,]+)\]'", dockerfile)
+    installed = set(extras.split(","))
+    assert {"kafka", "redis", "device"} <= installed
+    with (ROOT / "pyproject.toml").open("rb") as pyproject:
+        defined = tomllib.load(pyproject)["project"]["optional-dependencies"]
+    assert installed <= set(defined)
+    assert any(requirement.startswith("paho-mqtt") for requirement in defined["device"])
 
 
 def test_make_targets_of_the_reference_system_exist() -> None:

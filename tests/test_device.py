@@ -4,12 +4,14 @@ commands answered, a redelivery not run twice, and commands kept while it is off
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 
 from iotstream.commands import COMMAND_QOS, command_topic, result_topic
 from iotstream.device import CommandRejected, Device
 from iotstream.models import DeviceId
 
+from .conftest import require
 from .faults import wait_until
 from .test_commands import Pipeline, pipeline, wait_until_offline
 
@@ -114,12 +116,18 @@ async def wait_until_state(pipeline: Pipeline, device_id: str, holds: object) ->
         await asyncio.sleep(0.01)
 
 
+async def gone_away(pipeline: Pipeline, device_id: str) -> tuple[Device, list[tuple[str, ...]]]:
+    """A robot that connected once and left (its session stays with the broker)."""
+    device, calls = robot(pipeline, device_id)
+    await asyncio.to_thread(device.start)
+    await asyncio.to_thread(device.stop)
+    return device, calls
+
+
 async def test_the_session_persists_so_the_broker_keeps_commands_while_away(
     pipeline: Pipeline,
 ) -> None:
-    device, calls = robot(pipeline, "sdk4")
-    await asyncio.to_thread(device.start)
-    await asyncio.to_thread(device.stop)
+    await gone_away(pipeline, "sdk4")
     # Published while the device is away (as by a server that took it for online): the
     # broker holds it for the device's session.
     pipeline.commands.connection.publish(
@@ -137,3 +145,42 @@ async def test_the_session_persists_so_the_broker_keeps_commands_while_away(
         await wait_until(lambda: calls == [("7", "8")], "the held command ran")
     finally:
         await asyncio.to_thread(back.stop)
+
+
+async def test_a_plain_publishers_command_runs_on_the_device(pipeline: Pipeline) -> None:
+    """The reference system's ``mosquitto_pub -t orin/robot1/command -m tracking``: no id to
+    acknowledge, the handler runs all the same."""
+    device, _ = robot(pipeline, "sdk5")
+    modes: list[str] = []
+    device.command("tracking")(lambda: modes.append("tracking"))
+    await asyncio.to_thread(device.start)
+    try:
+        await asyncio.to_thread(
+            subprocess.run,
+            [require("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(pipeline.broker.port),
+             "-t", "orin/sdk5/command", "-m", "tracking"],
+            check=True, timeout=10,
+        )  # fmt: skip
+        await wait_until(lambda: modes == ["tracking"], "the plain command ran")
+        assert (device.handled, device.duplicates) == (1, 0)
+    finally:
+        await asyncio.to_thread(device.stop)
+
+
+async def test_a_stopped_device_starts_again_and_keeps_what_it_reported_offline(
+    pipeline: Pipeline,
+) -> None:
+    device, calls = await gone_away(pipeline, "sdk6")
+    await wait_until_offline(pipeline, "sdk6")
+    device.field("battery", 87)  # offline: kept for the next connection
+    device.flush()
+    await asyncio.to_thread(device.start)
+    try:
+        await wait_until_state(
+            pipeline, "sdk6", lambda s: s.get("presence") == "online" and s.get("battery") == 87
+        )
+        command = await pipeline.commands.submit("sdk6", "goto", [5, 6])
+        await pipeline.wait_for_status(command.id, "queued", "sent", "delivered", "succeeded")
+        assert calls == [("5", "6")]
+    finally:
+        await asyncio.to_thread(device.stop)

@@ -25,6 +25,7 @@ from iotstream.config import MqttEndpoint
 from iotstream.mqtt import MqttConnection
 
 from .conftest import MqttListener, require, stop_process
+from .test_metrics import scrape, scrape_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
@@ -151,6 +152,89 @@ def test_every_role_answers_health_on_a_port_of_its_own(stack: Stack) -> None:
         # Health only: the API and its docs are the api's.
         assert httpx.get(stack.http[name] + "/api/stats").status_code == 404
         assert f"Health     {stack.http[name]}/api/health" in stack.log(name)
+
+
+def test_every_role_serves_metrics_of_its_own(stack: Stack) -> None:
+    """Each process counts what it did itself: the bridge what it received and published, the
+    processor and the archiver what they consumed and wrote, an api its commands and
+    requests."""
+    device = f"metered-{uuid.uuid4().hex[:6]}"
+    lines = [orjson.dumps({"x": float(i), "y": 0.0, "seq": i}).decode() for i in range(50)]
+    subprocess.run(
+        [require("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(stack.mqtt_port), "-q", "1",
+         "-t", f"sensors/{device}/coordinates", "-l"],
+        input="\n".join(lines).encode() + b"\n", check=True, timeout=30,
+    )  # fmt: skip
+    subprocess.run(
+        [require("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(stack.mqtt_port), "-q", "1",
+         "-t", f"sensors/{device}/coordinates", "-m", "not json"],
+        check=True, timeout=10,
+    )  # fmt: skip
+    api = stack.http["api1"]
+    command = httpx.post(f"{api}/api/commands/{device}", json={"command": "tracking"})
+    assert command.status_code == 202, command.text
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{api}/api/devices/{device}").json().get("seq") != 49:
+        assert time.monotonic() < deadline, stack.log("processor")[-2000:]
+        time.sleep(0.1)
+
+    bridge = scrape_until(
+        stack.http["bridge"],
+        lambda got: got.total("iotstream_bus_published_events_total", kind="raw") >= 1,
+    )
+    assert bridge.value("iotstream_build_info", role="bridge") == 1
+    assert bridge.total("iotstream_mqtt_messages_received_total") >= 52
+    assert bridge.total("iotstream_bus_published_events_total", kind="reading") == 50
+    assert bridge.total("iotstream_bus_published_events_total", kind="rejected") == 1
+    assert bridge.total("iotstream_parse_rejects_total", reason="invalid_json") == 1
+    assert bridge.value("iotstream_mqtt_connected") == 1
+    assert (bridge.value("iotstream_bus_publish_duration_seconds_count") or 0) >= 1
+    assert bridge.value("iotstream_devices") is None  # the api's alone
+    assert bridge.value("iotstream_store_up") is None  # it has none
+
+    # Until everything is committed: end offset - committed offset is 0 on every partition.
+    processor = scrape_until(
+        stack.http["processor"],
+        lambda got: (
+            got.total("iotstream_bus_consumed_events_total", group="processor") >= 52
+            and bool(got.labels("iotstream_bus_consumer_lag_events", "partition"))
+            and got.total("iotstream_bus_consumer_lag_events") == 0
+        ),
+    )
+    assert processor.value("iotstream_build_info", role="processor") == 1
+    assert processor.labels("iotstream_bus_consumer_lag_events", "partition") <= {
+        f"{topic}-{n}" for topic in (stack.topic, f"{stack.topic}.deadletter") for n in range(8)
+    }
+    assert (processor.value("iotstream_store_write_duration_seconds_count") or 0) >= 1
+    assert processor.value("iotstream_store_up") == 1
+    assert processor.value("iotstream_pipeline_lag_seconds", group="processor") is not None
+    assert processor.value("iotstream_mqtt_connected") is None
+    health = stack.health("processor").json()
+    assert health["consumerLag"] == {"processor": 0}
+    assert set(health["pipelineLagSeconds"]) == {"processor"}
+
+    archiver = scrape_until(
+        stack.http["archiver"],
+        lambda got: got.total("iotstream_lake_rows_written_total", table="readings") >= 50,
+    )
+    assert archiver.total("iotstream_bus_consumed_events_total", group="archiver") >= 52
+    assert (archiver.value("iotstream_lake_commit_duration_seconds_count") or 0) >= 1
+
+    served = scrape(api)
+    assert served.value("iotstream_build_info", role="api") == 1
+    assert served.total("iotstream_commands_total", state="queued") >= 1
+    assert served.total("iotstream_commands_total", state="sent") >= 1
+    posted = served.value(
+        "iotstream_http_request_duration_seconds_count",
+        method="POST",
+        route="/api/commands/{device_id}",
+        status="202",
+    )
+    assert posted == 1
+    assert (served.value("iotstream_devices") or 0) >= 1
+    assert served.value("iotstream_websocket_clients") == 0
+    assert served.value("iotstream_store_up") == 1
+    assert served.value("iotstream_bus_consumed_events_total") is None  # no consumer here
 
 
 async def until_device(ws: Any, device: str, timeout: float = 30) -> dict[str, Any]:

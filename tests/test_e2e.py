@@ -247,7 +247,7 @@ def test_docs_openapi_and_cors(server: Server) -> None:
     assert spec["components"]["schemas"]["CommandRequest"]["examples"]
     response = httpx.get(server.http + "/api/health", headers={"Origin": "http://example.com"})
     assert response.headers["access-control-allow-origin"] == "*"
-    assert "iotstream_messages_total" in server.get("/metrics").text
+    assert "iotstream_component_up" in server.get("/metrics").text
 
 
 async def test_silent_devices_expire_with_a_removed_frame(tmp_path: Path) -> None:

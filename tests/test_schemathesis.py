@@ -30,7 +30,7 @@ from .conftest import Server, start_server
 pytestmark = pytest.mark.schemathesis
 
 ROLES = ("viewer", "operator", "admin")
-SECONDS_PER_ROLE = 8
+SECONDS_PER_ROLE = 5
 EXCLUDED = "positive_data_acceptance,allow_header_conformance,use_after_free"
 
 

@@ -135,6 +135,42 @@ async def test_unacknowledged_messages_come_again_on_the_next_session(
         assert third.take()[0] == []
 
 
+async def test_messages_sent_again_before_the_subscription_is_confirmed_are_acknowledged(
+    broker: MosquittoBroker, publisher: MqttClient, make_subscriber: MakeSubscriber
+) -> None:
+    """The broker sends a persistent session's unacknowledged messages again right after
+    CONNACK, before it confirmed the subscription. Taken at once, as the ingest takes what
+    arrives, their acknowledgements count for this connection: otherwise the broker keeps
+    them in flight, and sends them yet again on the next connection."""
+    persistent = {"client_id": "test-early", "clean_session": False}
+    async with make_subscriber(acknowledge_on_receipt=False, **persistent):
+        pass  # the persistent session and its subscription exist from now on
+    publisher.publish("sensors/r1/coordinates", b"1", qos=1)
+    publisher.publish("sensors/r1/coordinates", b"2", qos=1)
+    await publisher.drain()
+    async with make_subscriber(acknowledge_on_receipt=False, **persistent) as first:
+        await take_until(first, 2)  # never acknowledged: they stay in flight
+
+    again: list[Message] = []
+
+    def take_and_acknowledge() -> None:
+        messages, acks, generation = early.take()
+        again.extend(messages)
+        early.acknowledge(acks, generation)
+
+    early = make_subscriber(
+        acknowledge_on_receipt=False, on_arrival=take_and_acknowledge, **persistent
+    )
+    async with early:
+        await wait_until(lambda: len(again) >= 2, "the broker delivered them again")
+    assert [payload for _, payload, _ in again] == [b"1", b"2"]
+    publisher.publish("sensors/r1/coordinates", b"3", qos=1)  # queued for the session
+    await publisher.drain()
+    async with make_subscriber(acknowledge_on_receipt=False, **persistent) as last:
+        taken = await take_until(last, 1)
+    assert [payload for _, payload, _ in taken] == [b"3"]
+
+
 async def test_it_reconnects_after_the_broker_restarts(
     tmp_path: Path, port: int, make_subscriber: MakeSubscriber
 ) -> None:

@@ -36,6 +36,7 @@ from .errors import BusError
 from .health import Health
 from .lake.base import COMMAND_REPLIES, RAW_MESSAGES, READINGS, REJECTED, TABLES, Lake
 from .lifecycle import Component, cancel_all, crashed, spawn
+from .metrics import LAKE_ROWS, Consumption, lake_committed, zero
 from .models import EVENT_KINDS, Batch, CommandReply, Event, RawMessage, Reading, Rejected
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ class Archiver(Component):
         ``retention``: seconds of history kept, expired daily (``None``: all)."""
         self.bus = bus
         self.lake = lake
+        zero(LAKE_ROWS, TABLES)
         self.group = group
         self.flush_interval = flush_interval
         self.max_batch = max_batch
@@ -140,6 +142,7 @@ class Archiver(Component):
         """Lake commits (appends) made."""
         self.lake_failures = 0
         self.bus_failures = 0
+        self.consumption = Consumption("archiver")
         self._written: dict[str, dict[str, int]] = {table: {} for table in TABLES}
         """Per table, the newest version of each of this group's app ids the lake holds."""
         self._pending = _Pending()
@@ -258,7 +261,9 @@ class Archiver(Component):
         rows, left_out = self._new_rows()
         if rows:
             transactions = {self.app_id(source): offset for source, offset in last.items()}
+            started = time.perf_counter()
             await self._append(rows, transactions)
+            lake_committed(rows, TABLE_OF, time.perf_counter() - started)
             self.appends += 1
         for written in self._written.values():
             for source, offset in last.items():
@@ -270,6 +275,7 @@ class Archiver(Component):
         # Only now: the lake has the batch. A failed commit is harmless, since whatever the
         # bus delivers again the lake's versions leave out.
         await consumer.commit()
+        self.consumption.done()
 
     # --- the loops ----------------------------------------------------------------------
 
@@ -284,6 +290,7 @@ class Archiver(Component):
                     if not batch:
                         break
                     self._pending.add(batch, consumer.positions())
+                    self.consumption.took(batch)
                 await self._flush(consumer)
                 return
             wait = self.flush_interval if not self._pending.count else deadline - loop.time()
@@ -294,6 +301,7 @@ class Archiver(Component):
                 if not self._pending.count:
                     deadline = loop.time() + self.flush_interval
                 self._pending.add(batch, consumer.positions())
+                self.consumption.took(batch)
             if self._pending.count and (
                 loop.time() >= deadline or self._pending.count >= self.max_batch
             ):
@@ -304,6 +312,7 @@ class Archiver(Component):
             try:
                 if consumer is None:
                     consumer = await self.bus.consumer(self.group, self._placement)
+                self.consumption.consumer = consumer
                 async with consumer:
                     await self._run(consumer)
                     return

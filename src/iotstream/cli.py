@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import logs
 from .analytics import command as analyze_command
 from .auth import command as auth_command
 from .broker import command as devices_command
 from .config import OPTIONS, MqttEndpoint, load_settings
 from .errors import IotstreamError
-from .server import ROLES, Role, default_health_port, serve
+from .server import ROLES, Role, default_metrics_port, role_names, serve
 
 RUN_DETAIL = (
     "broker, pipeline, API and WebSocket. "
@@ -29,9 +29,9 @@ LAYERING = (
 def _add_settings_flags(parser: argparse.ArgumentParser, roles: Sequence[Role]) -> None:
     """One flag per setting, under its group; the help text comes from the setting."""
     parser.add_argument("--config", type=Path, help="TOML file with settings (flags and env win)")
-    health_port = default_health_port(roles)
+    metrics_port = default_metrics_port(roles)
     shown_defaults: dict[str, object] = {
-        "metrics_port": "the --http-port listener" if health_port is None else health_port
+        "metrics_port": "the --http-port listener" if metrics_port is None else metrics_port
     }
     groups: dict[str, argparse._ArgumentGroup] = {}
     for option in OPTIONS.values():
@@ -49,15 +49,9 @@ def _add_settings_flags(parser: argparse.ArgumentParser, roles: Sequence[Role]) 
 
 
 def _serve(args: argparse.Namespace) -> None:
-
     overrides = {name: getattr(args, name) for name in OPTIONS}
     settings = load_settings(args.config, **overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if settings.log_level != "debug":
-        # gmqtt reports every connect and subscribe at INFO.
-        logging.getLogger("gmqtt").setLevel(logging.WARNING)
+    logs.configure(settings.log_level, settings.log_format, role_names(args.roles))
     asyncio.run(serve(settings, args.roles))
 
 
@@ -82,9 +76,7 @@ def _spark_stream(args: argparse.Namespace) -> None:
         data_dir=args.data_dir,
         log_level=args.log_level,
     )
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format, "spark-stream")
     if settings.kafka.bootstrap is None:
         raise ConfigError("iotstream spark stream needs --kafka-bootstrap")
     stream = StreamSettings(

@@ -24,6 +24,13 @@ connection commands go out on.
 Every api instance runs a ``CommandService``: each follows the store's announcements, so a
 device's return seen by any of them sends its queued commands, and the store's atomic moves
 let only one of them send each command.
+
+A fleet coming back at once (a site's network returning) is one dispatch: the devices that
+returned since the last dispatch are looked at together, their queued commands read in one
+store call and moved to ``sent`` in batches of ``SEND_BATCH``, each batch one store call and
+one WebSocket frame. Publishing keeps to the broker's receive maximum (the QoS 1 messages it
+lets a client have unacknowledged): at that limit it waits for the acknowledgements, so a
+command moved to ``sent`` is always published.
 """
 
 from __future__ import annotations
@@ -41,8 +48,10 @@ import orjson
 from .errors import CommandError, InvalidCommand, InvalidDeviceId, InvalidMessage, StoreError
 from .health import Health
 from .lifecycle import Component, cancel_all, crashed, spawn
+from .metrics import COMMANDS, command_moved, zero
 from .models import (
     CANCELED,
+    COMMAND_STATES,
     DEVICE_ID,
     QUEUED,
     RECEIVED_AT,
@@ -55,6 +64,7 @@ from .models import (
 )
 from .mqtt import MqttConnection
 from .store import Store
+from .store.base import CommandMove
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +77,8 @@ PRESENCE = "presence"
 ONLINE = "online"
 OFFLINE = "offline"
 SWEEP_INTERVAL = 1.0
+SEND_BATCH = 500
+"""Commands moved to ``sent`` in one store call before they are published."""
 
 Arg = str | int | float
 
@@ -151,6 +163,7 @@ class CommandService(Component):
     ) -> None:
         self.connection = connection
         self.store = store
+        zero(COMMANDS, COMMAND_STATES)
         self.default_ttl = default_ttl
         self.max_ttl = max_ttl
         self.offline_after = offline_after
@@ -159,10 +172,10 @@ class CommandService(Component):
         """Commands published by this instance."""
         self._waiting: set[str] = set()
         """Devices that may have queued commands."""
-        self._checking: dict[str, bool] = {}
-        """Devices being checked now, and whether to check again when done."""
+        self._due: dict[str, DeviceState | None] = {}
+        """Devices to look at in the next dispatch, with their newest state when known."""
+        self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._checks: set[asyncio.Task[None]] = set()
         self._subscribed = asyncio.Event()
 
     # -- requests ---------------------------------------------------------
@@ -208,10 +221,14 @@ class CommandService(Component):
         stored = await self.store.add_command(made)
         if stored.id != made.id:
             return stored  # a repeat: the command that key made
-        if is_online(await self.store.device(device), now, self.offline_after):
-            return await self._send(stored)
-        self._waiting.add(device)
-        return stored
+        if not is_online(await self.store.device(device), now, self.offline_after):
+            self._waiting.add(device)
+            return stored
+        published = await self._send([stored])
+        if published:
+            return published[0]
+        # Not sent by this instance: another one did, or it waits for the link or the sweep.
+        return await self.store.command(stored.id) or stored
 
     async def cancel(self, command_id: str) -> Command | None:
         """The command canceled, or ``None`` when it is past being canceled (or unknown)."""
@@ -219,65 +236,93 @@ class CommandService(Component):
 
     # -- sending ----------------------------------------------------------
 
-    async def _send(self, command: Command) -> Command:
-        """Publish a queued command, unless another instance did or its TTL passed."""
+    async def _send(self, commands: Sequence[Command]) -> list[Command]:
+        """Publish queued commands in their order, in batches of ``SEND_BATCH`` moved to
+        ``sent`` at once, unless another instance did or their TTL is about to pass; those
+        this instance published. Returns nothing while the link is down: they wait for it."""
+        published: list[Command] = []
+        for first in range(0, len(commands), SEND_BATCH):
+            if not self.connection.connected.is_set():
+                break
+            now = time.time()
+            # A second is the finest expiry MQTT has: with less left, it could arrive late.
+            batch = [c for c in commands[first : first + SEND_BATCH] if c.expires_at - now >= 1]
+            moved = await self.store.move_commands([CommandMove(c.id, SENT, now) for c in batch])
+            for command in moved:
+                if await self._publish(command):
+                    published.append(command)
+        self.sent += len(published)
+        return published
+
+    async def _publish(self, command: Command) -> bool:
+        """Publish a command moved to ``sent``; ``False`` when it could not go (it closes as
+        sent, unconfirmed, once its TTL passes)."""
+        while True:
+            expiry = math.floor(command.expires_at - time.time())
+            if expiry < 1:
+                log.warning("command %s not published: its TTL ran out while it waited", command.id)
+                return False
+            try:
+                self.connection.publish(
+                    command_topic(command.device_id),
+                    command.payload.encode(),
+                    qos=COMMAND_QOS,
+                    correlation_data=command.id.encode(),
+                    response_topic=result_topic(command.device_id),
+                    message_expiry_interval=expiry,
+                )
+            except InvalidMessage as exc:  # validated on the way in: should not happen
+                log.error(
+                    "command %s could not be published: %s",
+                    command.id,
+                    exc,
+                    extra={"device_id": command.device_id, "command_id": command.id},
+                )
+                return False
+            except OverflowError:
+                # As many QoS 1 messages as the broker's receive maximum allows are waiting
+                # for its acknowledgement (gmqtt has no packet id left): wait for them.
+                await self.connection.drain()
+                continue
+            return True
+
+    async def _send_queued(self, due: dict[str, DeviceState | None]) -> list[Command]:
+        """Send the queued commands of those ``due`` devices that are online (by the state
+        given, else the store's), oldest first, with a few store calls for them all; those
+        sent. A device stays waiting while it has commands left queued."""
         now = time.time()
-        expiry = math.floor(command.expires_at - now)
-        if expiry < 1 or not self.connection.connected.is_set():
-            return command  # it waits: for the link, or for the sweep to expire it
-        sent = await self.store.update_command(command.id, SENT, now)
-        if sent is None:
-            return await self.store.command(command.id) or command
-        try:
-            self.connection.publish(
-                command_topic(sent.device_id),
-                sent.payload.encode(),
-                qos=COMMAND_QOS,
-                correlation_data=sent.id.encode(),
-                response_topic=result_topic(sent.device_id),
-                message_expiry_interval=expiry,
-            )
-        except InvalidMessage as exc:  # validated on the way in: should not happen
-            log.error("command %s could not be published: %s", sent.id, exc)
-            return sent
-        self.sent += 1
-        return sent
-
-    async def send_queued(self, device_id: str) -> list[Command]:
-        """Send a device's queued commands, oldest first; those sent."""
-        sent = []
-        for command in await self.store.queued_commands(device_id):
-            published = self.sent
-            moved = await self._send(command)
-            if self.sent > published:  # not another instance's, nor one left waiting
-                sent.append(moved)
-        return sent
-
-    def _check(self, device_id: str) -> None:
-        """Send the device's queued commands if it is online, once at a time per device."""
-        if device_id in self._checking:
-            self._checking[device_id] = True
-            return
-        self._checking[device_id] = False
-        task = asyncio.create_task(self._check_device(device_id), name="command-check")
-        self._checks.add(task)
-        task.add_done_callback(self._checks.discard)
-
-    async def _check_device(self, device_id: str) -> None:
-        try:
-            while True:
-                self._checking[device_id] = False
+        online = []
+        for device_id, state in due.items():
+            if state is None:
                 state = await self.store.device(device_id)
-                if is_online(state, time.time(), self.offline_after):
-                    await self.send_queued(device_id)
-                    if not await self.store.queued_commands(device_id):
-                        self._waiting.discard(device_id)
-                if not self._checking[device_id]:
-                    return
-        except StoreError as exc:
-            log.warning("queued commands of %s not sent now: %s", device_id, exc)
-        finally:
-            self._checking.pop(device_id, None)
+            if is_online(state, now, self.offline_after):
+                online.append(device_id)
+        if not online:
+            return []
+        queued = await self.store.queued_by_device(online)
+        sent = await self._send([c for device_id in online for c in queued.get(device_id, ())])
+        left = await self.store.queued_by_device(online)  # waiting for the link, or expiring
+        self._waiting.difference_update(d for d in online if d not in left)
+        return sent
+
+    def _check(self, device_id: str, state: DeviceState | None = None) -> None:
+        """Look at the device in the next dispatch (``state``: its newest, if known)."""
+        if state is not None or device_id not in self._due:
+            self._due[device_id] = state
+        self._wake.set()
+
+    async def _dispatch(self) -> None:
+        """Send the queued commands of every device due for a look; the devices that came
+        back while one dispatch ran are all handled by the next, together."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            due, self._due = self._due, {}
+            try:
+                await self._send_queued(due)
+            except StoreError as exc:
+                # They stay waiting: their next change, or the link's return, tries again.
+                log.warning("queued commands of %d devices not sent now: %s", len(due), exc)
 
     # -- background -------------------------------------------------------
 
@@ -286,6 +331,7 @@ class CommandService(Component):
             self._subscribed.set()
             async for change in changes:
                 for document in change.commands:
+                    command_moved(document)
                     if document["status"] == QUEUED:
                         self._waiting.add(document["deviceId"])
                         self._check(document["deviceId"])
@@ -293,7 +339,7 @@ class CommandService(Component):
                     for state in change.updated:
                         device_id = state[DEVICE_ID]
                         if device_id in self._waiting:
-                            self._check(device_id)
+                            self._check(device_id, state)
 
     async def _sweep(self) -> None:
         link_was_up = self.connection.connected.is_set()
@@ -312,13 +358,14 @@ class CommandService(Component):
     async def start(self) -> None:
         self._waiting.update(await self.store.queued_devices())
         self._tasks.append(spawn(self._follow(), "commands-follow"))
+        self._tasks.append(spawn(self._dispatch(), "commands-dispatch"))
         self._tasks.append(spawn(self._sweep(), "commands-sweep"))
         await asyncio.wait_for(self._subscribed.wait(), 10)
         for device_id in list(self._waiting):
             self._check(device_id)
 
     async def stop(self) -> None:
-        await cancel_all([*self._tasks, *self._checks])
+        await cancel_all(self._tasks)
         self._tasks = []
 
     def health(self) -> Health:

@@ -40,6 +40,7 @@ from .models import mqtt_text_problem
 
 BrokerKind = Literal["auto", "mosquitto", "amqtt"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["text", "json"]
 ENV_PREFIX = "IOTSTREAM_"
 
 
@@ -212,6 +213,15 @@ class KafkaSettings(Group):
     group: str = Field(
         default="iotstream-processor", description="consumer group of the processors"
     )
+    instance_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="a name for this process in its Kafka consumer groups, kept across restarts "
+        "(static membership): restarted with it, a processor or archiver takes its partitions "
+        "back at once instead of after the 10 s session timeout; give each process its own (a "
+        "second one with it stops the first), and know that a process stopped for good leaves "
+        "its partitions to the others only after that timeout",
+    )
 
 
 class RedisSettings(Group):
@@ -234,7 +244,7 @@ class HttpSettings(Group):
 
     host: str = Field(
         default="127.0.0.1",
-        description="address of the HTTP API and of the health listener; "
+        description="address of the HTTP API and of the metrics and health listener; "
         "0.0.0.0 opens them to the network",
     )
     port: int = Field(
@@ -329,8 +339,15 @@ class MetricsSettings(Group):
         default=None,
         ge=0,
         le=65535,
-        description="port of the health listener (GET /api/health, on --http-host); unset, "
-        "a process with the HTTP API answers on --http-port; 0 picks a free port and logs it",
+        description="port of the metrics and health listener (GET /metrics, GET /api/health, "
+        "on --http-host); unset, a process with the HTTP API answers on --http-port; 0 picks "
+        "a free port and logs it",
+    )
+    silent_after: Annotated[float, Flat("silent_after")] = Field(
+        default=60.0,
+        gt=0,
+        description="a device counts as silent (GET /api/health, iotstream_devices_silent) "
+        "once its last reading is this many seconds old",
     )
 
 
@@ -440,6 +457,11 @@ class Settings(BaseModel):
         default=Path("data"), description="directory for everything the server writes"
     )
     log_level: LogLevel = Field(default="info", description="log level")
+    log_format: LogFormat = Field(
+        default="text",
+        description="log lines on stderr: text, or json (one object per line with time, level, "
+        "logger, message, role and component)",
+    )
 
     def value(self, name: str) -> Any:
         """The value of the setting with flat name ``name`` (``"kafka_bootstrap"``)."""

@@ -23,7 +23,8 @@ What it does on the wire:
 
 - Positions go to ``sensors/{id}/coordinates`` (``{"x", "y", "z"?, ..., "timestamp"}``),
   fields to ``sensors/{id}/{name}``, gathered for ``batch_interval`` seconds and sent together
-  (every position with the time it was taken; the latest value of each field).
+  (every position with the time it was taken; the latest value of each field). While offline,
+  positions are dropped and each field's latest value waits for the connection.
 - Presence: ``sensors/{id}/presence`` is ``online`` (retained) while connected; the broker
   publishes the will, ``offline`` (retained), when the connection is lost, and ``stop`` says
   it too. The server keeps a command for an offline device until it is back.
@@ -193,14 +194,15 @@ class Device:
             self._fields[name] = value
 
     def flush(self) -> None:
-        """Send what was reported since the last batch."""
+        """Send what was reported since the last batch (offline, the positions are dropped
+        and the fields kept for the next connection)."""
         with self._lock:
             positions, self._positions = self._positions, []
+            if not self.connected.is_set():
+                if positions:
+                    log.debug("%s offline: %d positions not sent", self.id, len(positions))
+                return
             fields, self._fields = self._fields, {}
-        if not self.connected.is_set():
-            if positions or fields:
-                log.debug("%s offline: %d positions not sent", self.id, len(positions))
-            return
         topic = f"sensors/{self.id}/coordinates"
         for document in positions:
             self.client.publish(topic, json.dumps(document), qos=self.qos)
@@ -212,7 +214,10 @@ class Device:
 
     def start(self, timeout: float | None = 10.0) -> None:
         """Connect (in the background, retrying) and start answering commands; waits up to
-        ``timeout`` seconds for the first connection (``None``: do not wait)."""
+        ``timeout`` seconds for the first connection (``None``: do not wait). A stopped device
+        may be started again: it comes back with the same session."""
+        self._stopping.clear()
+        self._work = queue.Queue()
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = self.session_expiry
         self.client.connect_async(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .metrics import Consumption
 
 
 @dataclass(slots=True, frozen=True)
@@ -17,3 +20,12 @@ class Health:
 
 class HasHealth(Protocol):
     def health(self) -> Health: ...
+
+
+@runtime_checkable
+class Consuming(Protocol):
+    """A component that reads the bus as a member of a consumer group (the processor, the
+    archiver): ``GET /api/health`` and ``/metrics`` show its lags."""
+
+    @property
+    def consumption(self) -> Consumption: ...

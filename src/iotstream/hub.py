@@ -32,6 +32,7 @@ import orjson
 
 from .health import Health
 from .lifecycle import Component, cancel_all, crashed, spawn
+from .metrics import WEBSOCKET_FRAMES, WEBSOCKET_RESETS
 from .models import DEVICE_ID, Changes, DeviceState
 from .store import Store
 
@@ -147,6 +148,7 @@ class Subscriber:
             self.queue.clear()
             self.needs_snapshot = True
             self.resets += 1
+            WEBSOCKET_RESETS.inc()
         else:
             self.queue.append((seq, frame))
         self.ready.set()
@@ -217,6 +219,7 @@ class Hub(Component):
         self._history.append((self.seq, kind, devices, frame))
         for subscriber in self.subscribers:
             subscriber.offer(self.seq, _for_view(subscriber.view, self.seq, kind, devices, frame))
+        WEBSOCKET_FRAMES.inc(len(self.subscribers))
 
     def _backlog(self, since: int, view: View | None) -> list[str] | None:
         """The frames broadcast after ``since``, or ``None`` when history does not reach back."""

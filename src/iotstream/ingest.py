@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
+from . import metrics
 from .bus import Bus
 from .config import MqttEndpoint
 from .errors import BusError
@@ -48,6 +50,7 @@ class Ingest(Component):
     ) -> None:
         self.parser = parser
         self.bus = bus
+        metrics.zero(metrics.BUS_PUBLISHED, list(metrics.KIND_LABELS.values()))
         self.received = 0
         self.bus_failures = 0
         self._wakeup = asyncio.Event()
@@ -89,6 +92,7 @@ class Ingest(Component):
             published.add_done_callback(lambda _: self.connection.acknowledge(acks, connection))
         self.received += len(messages)
         batch = self.parser.parse_batch(messages)
+        metrics.received(len(messages), batch.rejected)
         for rejected in batch.rejected:
             if rejected.reason not in self._logged_reasons:
                 # Once per reason: a flood of bad input must not flood the log.
@@ -117,6 +121,7 @@ class Ingest(Component):
         """Put ``batch`` on the bus, retrying until it takes it; ``previous`` is the batch
         before it, which a refused batch waits for before it tries again (order per device)."""
         try:
+            started = time.perf_counter()
             await self._bus_open.wait()
             try:
                 await self.bus.publish(batch)
@@ -129,6 +134,7 @@ class Ingest(Component):
                     self._refused -= 1
                     if self._refused == 0:
                         self._bus_open.set()
+            metrics.published(batch, time.perf_counter() - started)
             published.set_result(None)
         finally:
             self._in_flight.release()

@@ -14,6 +14,7 @@ from .bus import Bus
 from .errors import BusError, StoreError
 from .health import Health
 from .lifecycle import Component, cancel_all, crashed, spawn
+from .metrics import STORE_WRITE, Consumption
 from .models import Batch
 from .store import Store
 
@@ -41,6 +42,7 @@ class Processor(Component):
         self.processed = 0
         self.store_failures = 0
         self.bus_failures = 0
+        self.consumption = Consumption("processor")
         self._store_down: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -48,7 +50,9 @@ class Processor(Component):
         backoff = 0.1
         while True:
             try:
+                started = time.perf_counter()
                 await self.store.apply(batch)
+                STORE_WRITE.observe(time.perf_counter() - started)
             except StoreError as exc:
                 self.store_failures += 1
                 if self._store_down is None:
@@ -62,23 +66,51 @@ class Processor(Component):
                 self._store_down = None
             return
 
+    async def _store(self, batch: Batch) -> None:
+        self.consumption.took(batch)
+        await self._apply(batch)
+        self.consumption.done()
+        self.processed += len(batch)
+
     async def _consume(self) -> None:
+        loop = asyncio.get_running_loop()
+        committed_at, uncommitted = loop.time(), False
+        storing: asyncio.Task[None] | None = None  # the last batch polled, into the store
         async with await self.bus.consumer(self.group) as consumer:
-            while True:
-                try:
-                    batch = await consumer.poll(self.max_batch, timeout=1.0)
-                    if not batch:
-                        continue
-                    await self._apply(batch)
-                    self.processed += len(batch)
-                    await consumer.commit()
-                except BusError as exc:
-                    # Uncommitted batches come back from the bus; the store takes them again
-                    # without counting them twice, so going on is safe.
-                    self.bus_failures += 1
-                    log.error("bus error, carrying on: %s", exc)
-                    await asyncio.sleep(1.0)
-                    continue
+            self.consumption.consumer = consumer
+            try:
+                while True:
+                    try:
+                        # Commits are spaced as the bus asks (a crash reads the uncommitted
+                        # rest again, which the store counts once). A commit covers all that
+                        # was polled, so the batch on its way into the store lands first.
+                        if uncommitted and loop.time() - committed_at >= self.bus.commit_interval:
+                            if storing is not None:
+                                await storing
+                                storing = None
+                            await consumer.commit()
+                            committed_at, uncommitted = loop.time(), False
+                        # The next batch is fetched and decoded while the store takes this one;
+                        # it goes in after it, in bus order.
+                        batch = await consumer.poll(self.max_batch, timeout=1.0)
+                        if storing is not None:
+                            await storing
+                            storing = None
+                        if batch:
+                            storing = asyncio.create_task(self._store(batch), name="store-batch")
+                            uncommitted = True
+                        elif uncommitted:
+                            await consumer.commit()  # the batches stopped: commit them now
+                            committed_at, uncommitted = loop.time(), False
+                    except BusError as exc:
+                        # Uncommitted batches come back from the bus; the store takes them again
+                        # without counting them twice, so going on is safe.
+                        self.bus_failures += 1
+                        log.error("bus error, carrying on: %s", exc)
+                        await asyncio.sleep(1.0)
+            finally:
+                if storing is not None:
+                    await cancel_all([storing])
 
     async def _expire(self, ttl: float) -> None:
         period = min(max(ttl / 4, 0.05), 1.0)

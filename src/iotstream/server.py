@@ -44,6 +44,8 @@ from .hub import Hub
 from .ingest import Ingest
 from .lake import Lake, create_lake
 from .lifecycle import Component, cancel_all, spawn
+from .logs import UVICORN_LOG_CONFIG
+from .metrics import set_build_info
 from .mqtt import MqttConnection
 from .parser import Parser
 from .processor import Processor
@@ -69,6 +71,8 @@ class Assembly:
         self.components: dict[str, HasHealth] = {}
         self.api: FastAPI | None = None
         """The app served on --http-port, when a role of this process serves one."""
+        self.context: ApiContext | None = None
+        """What that app serves from."""
         self.broker: Broker | None = None
         """The embedded broker, when this process runs one."""
         self._endpoint: MqttEndpoint | None = None
@@ -140,16 +144,17 @@ class Role:
     ``needs`` are the settings (flat names) of the engines a role must be given when it runs
     without the others: in-process backends cannot be shared between processes.
     ``serves_http``: the role serves the HTTP API on --http-port, which answers
-    ``GET /api/health``. Otherwise a process of this role alone serves its health on
-    ``health_port`` unless ``--metrics-port`` says otherwise. ``summary`` and ``detail``
-    describe its CLI sub-command (no summary: no sub-command; it runs in ``iotstream run``).
+    ``GET /metrics`` and ``GET /api/health``. Otherwise a process of this role alone serves
+    them on ``metrics_port`` unless ``--metrics-port`` says otherwise. ``summary`` and
+    ``detail`` describe its CLI sub-command (no summary: no sub-command; it runs in
+    ``iotstream run``).
     """
 
     name: str
     start: Callable[[Assembly], Awaitable[None]]
     needs: tuple[str, ...] = ()
     serves_http: bool = False
-    health_port: int = 0
+    metrics_port: int = 0
     summary: str | None = None
     detail: str = ""
 
@@ -180,7 +185,9 @@ async def _start_api(parts: Assembly) -> None:
         parts.components,
         lake=await parts.lake(),
         auth=await _start_auth(parts),
+        silent_after=parts.settings.metrics.silent_after,
     )
+    parts.context = context
     parts.api = create_app(context, parts.settings.http.cors_origins)
 
 
@@ -268,7 +275,7 @@ ROLES: tuple[Role, ...] = (
         "processor",
         _start_processor,
         needs=("kafka_bootstrap", "redis_url"),
-        health_port=9082,
+        metrics_port=9082,
         summary="Kafka to Redis",
         detail="Offsets are committed after the Redis writes.",
     ),
@@ -276,7 +283,7 @@ ROLES: tuple[Role, ...] = (
         "archiver",
         _start_archiver,
         needs=("kafka_bootstrap",),
-        health_port=9083,
+        metrics_port=9083,
         summary="Kafka to the Delta Lake tables (--lake-url, default <data-dir>/lake)",
         detail="Offsets are committed after the lake commit, and each commit records the "
         "Kafka offsets it holds, so every event lands in the lake exactly once.",
@@ -285,20 +292,27 @@ ROLES: tuple[Role, ...] = (
         "bridge",
         _start_bridge,
         needs=("mqtt_url", "kafka_bootstrap"),
-        health_port=9081,
+        metrics_port=9081,
         summary="MQTT to Kafka",
         detail="A QoS 1 message is acknowledged only after Kafka confirmed it.",
     ),
 )
 
 
-def default_health_port(roles: Sequence[Role]) -> int | None:
-    """Where a process of ``roles`` serves its health when ``--metrics-port`` is not given:
-    ``None`` when it serves the HTTP API (health is on --http-port), else the first role's
-    port (0: any free one)."""
+def default_metrics_port(roles: Sequence[Role]) -> int | None:
+    """Where a process of ``roles`` serves its metrics and health when ``--metrics-port`` is
+    not given: ``None`` when it serves the HTTP API (they are on --http-port), else the first
+    role's port (0: any free one)."""
     if any(role.serves_http for role in roles):
         return None
-    return next((role.health_port for role in roles if role.health_port), 0)
+    return next((role.metrics_port for role in roles if role.metrics_port), 0)
+
+
+def role_names(roles: Sequence[Role]) -> str:
+    """The roles of a process as its logs and ``iotstream_build_info`` name them: the
+    sub-command roles, sorted and comma-joined (``api,archiver,bridge,processor`` for
+    ``iotstream run``)."""
+    return ",".join(sorted(role.name for role in roles if role.summary))
 
 
 def _check_engines(settings: Settings, roles: Sequence[Role]) -> None:
@@ -342,15 +356,15 @@ def _listen(stack: AsyncExitStack, host: str, port: int, flag: str) -> socket.so
 def _bind(
     settings: Settings, roles: Sequence[Role], stack: AsyncExitStack
 ) -> tuple[socket.socket | None, socket.socket | None]:
-    """The sockets of the HTTP API, if a role serves it, and of the health listener, unless
-    the API answers GET /api/health on the same port."""
+    """The sockets of the HTTP API, if a role serves it, and of the metrics and health
+    listener, unless the API answers GET /metrics and GET /api/health on the same port."""
     http = settings.http
     api = None
     if any(role.serves_http for role in roles):
         api = _listen(stack, http.host, http.port, "--http-port")
     port = settings.metrics.port
     if port is None:
-        port = default_health_port(roles)
+        port = default_metrics_port(roles)
     if port is None or (api is not None and port == http.port):
         return api, None
     return api, _listen(stack, http.host, port, "--metrics-port")
@@ -378,6 +392,7 @@ async def serve(settings: Settings, roles: Sequence[Role] = ROLES) -> None:
     """
     roles = [role for role in ROLES if role in roles]
     _check_engines(settings, roles)
+    set_build_info(role_names(roles))
     stop = _stop_event()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     keep_freed_memory()
@@ -401,9 +416,11 @@ async def serve(settings: Settings, roles: Sequence[Role] = ROLES) -> None:
             names = " + ".join(role.name for role in roles)
             lines.append(f"iotstream {names} is running; stop with Ctrl-C")
         if health_socket is not None:
-            listeners.append((create_health_app(parts.components), health_socket))
-            tls = settings.http.tls_cert is not None
-            lines.append(f"  Health     {_url(health_socket, tls)}/api/health")
+            # With the API in this process, the same health and metrics as on its port.
+            listeners.append((create_health_app(parts.components, parts.context), health_socket))
+            url = _url(health_socket, settings.http.tls_cert is not None)
+            lines.append(f"  Health     {url}/api/health")
+            lines.append(f"  Metrics    {url}/metrics")
         tune_garbage_collection()
         await _serve_http(settings, listeners, stop, "\n".join(lines))
 
@@ -455,6 +472,7 @@ async def _serve_http(
             uvicorn.Config(
                 app,
                 log_level="warning",
+                log_config=UVICORN_LOG_CONFIG,
                 ws_ping_interval=settings.ws.ping_interval,
                 ws_ping_timeout=settings.ws.ping_interval,
                 ws_per_message_deflate=settings.ws.compression,

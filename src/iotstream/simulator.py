@@ -1,7 +1,17 @@
 """Simulated robots that drive smooth paths across a floor and report over MQTT.
 
 Each robot is a device of the device SDK (``iotstream.device``): it reports its position,
-its presence, and answers ``goto x y`` by driving there, reporting success on arrival.
+its presence, and answers commands:
+
+- ``goto x y`` drives it there; it reports success on arrival.
+- ``stop`` ends a ``goto`` where the robot is.
+- ``tracking``, ``slam``, ``none`` (the reference system's modes) switch its ``mode`` field.
+- ``reboot s`` switches it off for ``s`` seconds: it reports success, says it is offline and
+  leaves the broker, stands still and hears nothing; then it comes back (its persistent session
+  keeps what was published to it meanwhile, within each message's expiry).
+
+Beside its position it reports ``mode``, ``lastCommand`` (the text of the last command it
+ran) and ``commands`` (how many it ran), so what reached it shows in its state.
 """
 
 from __future__ import annotations
@@ -12,8 +22,9 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -21,13 +32,15 @@ from .config import MqttEndpoint
 from .errors import missing_extra
 
 if TYPE_CHECKING:
-    from .device import Device
+    from .device import Device, Handler
 
 FLOOR = (60.0, 40.0)  # metres: a warehouse floor
 MARGIN = 4.0
 ARRIVED = 0.3
 """Metres from its goal at which a robot has arrived."""
 GOTO_TIMEOUT = 300.0
+MAX_REBOOT = 3600.0
+"""Seconds a ``reboot`` may keep a robot off."""
 
 
 @dataclass(slots=True)
@@ -43,6 +56,8 @@ class Robot:
     goal: tuple[float, float] | None = None
     """Where ``goto`` sends it; ``None`` while it roams."""
     arrived: threading.Event = field(default_factory=threading.Event)
+    off: bool = False
+    """Switched off (``reboot``): it neither moves nor reports."""
 
 
 class Fleet:
@@ -67,6 +82,8 @@ class Fleet:
         r = self.random
         width, height = FLOOR
         for robot in self.robots:
+            if robot.off:
+                continue
             if robot.goal is not None:
                 self._drive_to_goal(robot, dt)
                 continue
@@ -127,7 +144,33 @@ class Fleet:
         ]
 
 
-def _device(fleet: Fleet, robot: Robot, endpoint: MqttEndpoint, period: float) -> Device:
+class _Power:
+    """Switches robots off and on again (``reboot``) until the simulation ends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ended = threading.Event()
+
+    def reboot(self, device: Device, robot: Robot, seconds: float) -> None:
+        """In a thread of its own: the handler's outcome goes out before the device stops."""
+        robot.off = True
+        device.stop()
+        self._ended.wait(seconds)
+        with self._lock:
+            if self._ended.is_set():
+                return
+            robot.off = False
+            device.start(timeout=None)
+
+    def end(self) -> None:
+        """No robot comes back after this."""
+        with self._lock:
+            self._ended.set()
+
+
+def _device(
+    fleet: Fleet, robot: Robot, endpoint: MqttEndpoint, period: float, power: _Power
+) -> Device:
     try:
         from .device import CommandRejected, Device
     except ImportError as exc:
@@ -137,8 +180,25 @@ def _device(fleet: Fleet, robot: Robot, endpoint: MqttEndpoint, period: float) -
     if endpoint.username is not None:
         credentials = (endpoint.username, endpoint.password or "")
     device = Device(robot.device_id, str(endpoint), credentials, batch_interval=period)
+    ran = 0
 
-    @device.command("goto")
+    def command(name: str) -> Callable[[Handler], Handler]:
+        """Register a handler that also reports the command as the robot's last one."""
+
+        def register(handler: Handler) -> Handler:
+            def run(*args: str) -> Any:
+                nonlocal ran
+                ran += 1
+                device.field("lastCommand", " ".join([name, *args]))
+                device.field("commands", ran)
+                return handler(*args)
+
+            device.command(name)(run)
+            return handler
+
+        return register
+
+    @command("goto")
     def goto(x: str, y: str) -> dict[str, float]:
         try:
             goal = float(x), float(y)
@@ -154,16 +214,34 @@ def _device(fleet: Fleet, robot: Robot, endpoint: MqttEndpoint, period: float) -
 
         def switch(mode: str = mode) -> dict[str, str]:
             robot.mode = mode
+            device.field("mode", mode)
             return {"mode": mode}
 
-        device.command(mode)(switch)
+        command(mode)(switch)
 
-    @device.command("stop")
+    @command("stop")
     def stop() -> dict[str, float]:
         robot.goal = None
         robot.arrived.set()
         return {"x": round(robot.x, 3), "y": round(robot.y, 3)}
 
+    @command("reboot")
+    def reboot(seconds: str) -> dict[str, float]:
+        try:
+            off_for = float(seconds)
+        except ValueError:
+            raise CommandRejected(f"reboot needs a number of seconds, not {seconds!r}") from None
+        if not 0 < off_for <= MAX_REBOOT:
+            raise CommandRejected(f"reboot takes more than 0 and at most {MAX_REBOOT:g} seconds")
+        threading.Thread(
+            target=power.reboot,
+            args=(device, robot, off_for),
+            name=f"{robot.device_id}-reboot",
+            daemon=True,
+        ).start()
+        return {"offFor": off_for}
+
+    device.field("mode", robot.mode)
     return device
 
 
@@ -171,9 +249,10 @@ async def simulate(
     fleet: Fleet, endpoint: MqttEndpoint, rate: float, duration: float | None = None
 ) -> None:
     """Publish every robot ``rate`` times per second, for ``duration`` seconds or forever;
-    each robot answers commands (``goto x y``, ``stop``) as a device of the device SDK."""
+    each robot answers commands (see the module docstring) as a device of the device SDK."""
     period = 1.0 / rate
-    devices = [_device(fleet, robot, endpoint, period) for robot in fleet.robots]
+    power = _Power()
+    devices = [_device(fleet, robot, endpoint, period, power) for robot in fleet.robots]
     try:
         # Connecting happens in paho's threads; wait for all of them at once.
         await asyncio.gather(*(asyncio.to_thread(device.start, 10.0) for device in devices))
@@ -183,6 +262,8 @@ async def simulate(
             fleet.step(period)
             now = time.time()
             for device, robot in zip(devices, fleet.robots, strict=True):
+                if robot.off:
+                    continue
                 device.position(
                     round(robot.x, 3),
                     round(robot.y, 3),
@@ -193,6 +274,7 @@ async def simulate(
             next_tick += period
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
     finally:
+        power.end()
         for robot in fleet.robots:  # a goto waiting for its robot gives up
             robot.goal = None
             robot.arrived.set()

@@ -323,6 +323,11 @@ class Subscriber(Component):
             ),
             CONNECT_TIMEOUT,
         )
+        # From now on what arrives is this connection's: a persistent session's unacknowledged
+        # messages come again right after CONNACK, before SUBACK, and their acknowledgements
+        # must go out on this connection, or the broker keeps them in flight for good.
+        self._generation += 1
+        self._protocol = protocol
         try:
             protocol.write(self._connect_packet())
             code = await protocol.reply(protocol.connack)
@@ -333,8 +338,6 @@ class Subscriber(Component):
             if 0x80 in granted:
                 refused = [t for t, code in zip(self.topics, granted, strict=False) if code & 0x80]
                 raise Refused(f"SUBSCRIBE refused for {', '.join(refused)}")
-            self._generation += 1
-            self._protocol = protocol
             self.refusal = None
             self.connected.set()
             self._answered.set()

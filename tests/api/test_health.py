@@ -64,5 +64,8 @@ async def test_a_role_without_the_api_serves_health_alone() -> None:
             assert down.json()["status"] == "DOWN"
             assert down.json()["components"]["commands"]["status"] == "DOWN"
 
-            for path in ("/api/stats", "/api/coordinates", "/metrics", "/docs", "/openapi.json"):
+            metrics = await client.get("/metrics")
+            assert metrics.status_code == 200
+            assert 'iotstream_component_up{component="commands"} 0.0' in metrics.text
+            for path in ("/api/stats", "/api/coordinates", "/docs", "/openapi.json"):
                 assert (await client.get(path)).status_code == 404, path

@@ -82,6 +82,6 @@ async def test_connected_clients_show_in_stats(
     async with WebSocketSession(app, "/coordinates") as ws:
         assert (await ws.receive_frame())["type"] == "snapshot"
         assert (await client.get("/api/stats")).json()["websocketClients"] == 1
-        assert "iotstream_websocket_clients 1\n" in (await client.get("/metrics")).text
+        assert "iotstream_websocket_clients 1.0\n" in (await client.get("/metrics")).text
     assert not hub.subscribers
     assert (await client.get("/api/stats")).json()["websocketClients"] == 0

@@ -149,6 +149,20 @@ class BusSuite:
     async def test_health_reports_up(self, bus: Bus) -> None:
         assert bus.health().ok
 
+    async def test_lag_counts_what_the_group_has_not_committed(self, bus: Bus) -> None:
+        consumer = await bus.consumer("g")
+        await bus.publish(readings("a", range(10)))
+        await bus.publish(readings("b", range(5)))
+        assert len(await drain(consumer, 15)) == 15
+        lag = await consumer.lag()
+        assert sum(lag.values()) == 15, lag
+        await consumer.commit()
+        deadline = time.monotonic() + 10  # a Kafka commit is asynchronous
+        while sum((lag := await consumer.lag()).values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await consumer.close()
+        assert lag and sum(lag.values()) == 0, lag
+
     async def test_positions_say_where_each_polled_event_sits(self, bus: Bus) -> None:
         for start in range(0, 30, 10):
             await bus.publish(readings("a", range(start, start + 10)))

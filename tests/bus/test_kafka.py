@@ -266,6 +266,35 @@ class TestKafkaBus(BusSuite):
         assert {p.source for p, _ in got} <= set(second_placement.assigned_sources)
         assert got, "the second member read nothing of the sources it got"
 
+    async def test_a_member_with_the_same_instance_id_takes_the_place_of_the_first(
+        self, kafka: harness.Service
+    ) -> None:
+        """With an instance id (static membership) a new member takes the place of the one
+        that had it, every partition at once, as a restarted process does while its killed
+        predecessor's session has not expired yet; without, the new member would wait for
+        the first to give partitions up (the first is not polled here, so it never would)."""
+        topic = unique_topic()
+        bus = KafkaBus(
+            kafka.address,
+            topic=topic,
+            partitions=PARTITIONS,
+            group_prefix=f"{topic}.",
+            instance_id="processor-1",
+        )
+        sources = {f"{t}-{p}" for t in (topic, f"{topic}.deadletter") for p in range(PARTITIONS)}
+        async with bus:
+            first_placement, second_placement = Recorded(), Recorded()
+            first = await bus.consumer("g", first_placement)
+            while set(first_placement.assigned_sources) != sources:
+                await first.poll(100, timeout=0.2)
+            second = await bus.consumer("g", second_placement)
+            deadline = time.monotonic() + 30
+            while set(second_placement.assigned_sources) != sources:
+                assert time.monotonic() < deadline, second_placement.assigned_sources
+                await second.poll(100, timeout=0.2)
+            await first.close()
+            await second.close()
+
 
 def test_a_cluster_id_never_starts_with_a_dash() -> None:
     """Kafka's storage tool reads an id starting with '-' as an option: draw another."""

@@ -25,6 +25,7 @@ from iotstream.models import (
     Transition,
 )
 from iotstream.store import Store
+from iotstream.store.base import CommandMove
 
 T0 = 1_800_000_000.0
 TTL = 60.0
@@ -223,3 +224,61 @@ class CommandSuite:
         assert sum(1 for move in moves if move is not None and move.status == CANCELED) == 1
         assert sum(1 for move in moves if move is not None and move.status == SENT) <= 1
         assert final.attempts <= 1
+
+    async def test_moves_in_one_batch_apply_in_order_and_are_announced_in_order(
+        self, store: Store
+    ) -> None:
+        first = await store.add_command(new_command(at=T0))
+        second = await store.add_command(new_command(at=T0 + 1))
+        async with store.subscribe() as changes:
+            moved = await store.move_commands(
+                [
+                    CommandMove(first.id, SENT, T0 + 2),
+                    CommandMove(second.id, SENT, T0 + 2),
+                    CommandMove(first.id, DELIVERED, T0 + 3),
+                    CommandMove("nothing", SENT, T0 + 3),
+                    CommandMove(first.id, SENT, T0 + 3),  # sent already: does not apply
+                    CommandMove(first.id, SUCCEEDED, T0 + 4, result="done"),
+                    # A device reports only on its own commands.
+                    CommandMove(second.id, SUCCEEDED, T0 + 4, device_id="r2"),
+                ]
+            )
+            announced = await next_commands(changes, 4)
+        assert [(c.id, c.status) for c in moved] == [
+            (first.id, SENT),
+            (second.id, SENT),
+            (first.id, DELIVERED),
+            (first.id, SUCCEEDED),
+        ]
+        assert announced == [c.to_json() for c in moved]
+        assert await store.command(first.id) == moved[-1]
+        assert await store.command(second.id) == moved[1]
+        assert moved[-1].result == "done" and moved[-1].attempts == 1
+        assert await store.move_commands([]) == []
+
+    async def test_queued_commands_of_several_devices_in_one_call(self, store: Store) -> None:
+        older = await store.add_command(new_command("r1", at=T0))
+        newer = await store.add_command(new_command("r1", at=T0 + 1))
+        other = await store.add_command(new_command("r2", at=T0))
+        assert await store.queued_by_device(["r1", "r2", "nobody"]) == {
+            "r1": [older, newer],
+            "r2": [other],
+        }
+        await store.update_command(older.id, SENT, T0 + 2)
+        await store.update_command(other.id, CANCELED, T0 + 2)
+        assert await store.queued_by_device(["r1", "r2"]) == {"r1": [newer]}
+        assert await store.queued_by_device([]) == {}
+        assert await store.queued_devices() == {"r1"}
+
+    async def test_concurrent_batches_send_each_command_once(self, store: Store) -> None:
+        commands = [await store.add_command(new_command(f"r{n % 3}")) for n in range(20)]
+        moves = [CommandMove(c.id, SENT, T0 + 1) for c in commands]
+        batches = await asyncio.gather(
+            *(store.move_commands(moves[n:] + moves[:n]) for n in range(0, 20, 4))
+        )
+        sent = [command.id for batch in batches for command in batch]
+        assert sorted(sent) == sorted(c.id for c in commands)
+        for command in commands:
+            stored = await store.command(command.id)
+            assert stored is not None and (stored.status, stored.attempts) == (SENT, 1)
+        assert await store.queued_devices() == set()

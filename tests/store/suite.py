@@ -10,6 +10,7 @@ import time
 
 from iotstream.models import Batch, Changes, RawMessage, Reading, Rejected
 from iotstream.store import Store
+from iotstream.store.base import Freshness
 
 DEADLETTER_LIMIT = 5
 DEDUPE_WINDOW = 8
@@ -144,6 +145,22 @@ class StoreSuite:
         assert [s["deviceId"] for s in await store.devices()] == ["new"]
         assert await store.device("old") is None
         assert await store.expire(now - 50) == []
+
+    async def test_freshness_counts_known_and_silent_devices(self, store: Store) -> None:
+        now = time.time()
+        assert await store.freshness(now) == Freshness(0, 0)
+        await store.apply(
+            Batch(
+                readings=[
+                    Reading("quiet", {"x": 1.0, "y": 1.0}, now - 100, now - 100),
+                    Reading("talking", {"x": 1.0, "y": 1.0}, now - 100, now - 100),
+                    Reading("talking", {"x": 2.0, "y": 1.0}, now, now),
+                ]
+            )
+        )
+        assert await store.freshness(now - 50) == Freshness(known=2, silent=1)
+        assert await store.freshness(now + 1) == Freshness(known=2, silent=2)
+        assert await store.freshness(now - 200) == Freshness(known=2, silent=0)
 
     async def test_every_write_announces_its_changes_to_every_subscriber_in_order(
         self, store: Store

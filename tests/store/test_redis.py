@@ -19,11 +19,12 @@ from redis.asyncio import Redis
 
 import harness
 from iotstream.errors import ConfigError, StoreError
-from iotstream.models import Batch, Changes, RawMessage, Reading, Rejected
+from iotstream.models import SENT, Batch, Changes, RawMessage, Reading, Rejected
 from iotstream.store import MemoryStore
+from iotstream.store.base import CommandMove
 from iotstream.store.redis import RedisStore
 
-from .command_suite import CommandSuite
+from .command_suite import CommandSuite, new_command
 from .suite import DEADLETTER_LIMIT, DEDUPE_WINDOW, T0, StoreSuite, reading, rejected
 
 pytestmark = pytest.mark.redis
@@ -266,3 +267,18 @@ async def test_a_resubscribed_subscriber_catches_up(tmp_path: Path) -> None:
                 change = await asyncio.wait_for(anext(changes), 10)
                 state = await store.device("r1")
                 assert state is not None and change == Changes(updated=[state])
+
+
+async def test_a_batch_of_command_moves_loads_the_script_a_restarted_redis_forgot(
+    redis_server: harness.Service,
+) -> None:
+    async with RedisStore(url_of(redis_server), prefix=unique_prefix()) as store:
+        commands = [await store.add_command(new_command(f"r{n}")) for n in range(3)]
+        admin = Redis.from_url(url_of(redis_server))
+        try:
+            await admin.script_flush()
+        finally:
+            await admin.aclose()
+        moved = await store.move_commands([CommandMove(c.id, SENT, T0 + 1) for c in commands])
+        assert [(c.id, c.status) for c in moved] == [(c.id, SENT) for c in commands]
+        assert await store.queued_devices() == set()

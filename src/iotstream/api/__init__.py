@@ -3,7 +3,7 @@
 One router per concern, each route taking what it needs through ``dependencies``:
 
 - ``health``     ``GET /api/health`` (every role serves it, see ``create_health_app``)
-- ``stats``      ``GET /api/stats``, ``GET /metrics``
+- ``stats``      ``GET /api/stats``, ``GET /metrics`` (every role serves the latter too)
 - ``devices``    ``GET /api/coordinates``, ``/api/devices/{device_id}``, ``/api/deadletters``
 - ``commands``   ``POST /api/commands/{device_id}``
 - ``history``    ``GET /api/devices/{device_id}/history``, ``/api/history``, ``/api/raw`` (the lake)
@@ -15,6 +15,7 @@ One router per concern, each route taking what it needs through ``dependencies``
                  ``/api/users``, ``/api/apikeys`` (only when credentials are required)
 - ``security``   ``authorize``: who may call what, and how ``/openapi.json`` shows it
 - ``limits``     bounds on request bodies, query strings and WebSocket messages
+- ``timing``     request durations for ``iotstream_http_request_duration_seconds``
 - ``schemas``    the request and response models and their OpenAPI examples
 """
 
@@ -35,9 +36,10 @@ from ..auth import Role
 from ..errors import AuthError
 from ..health import HasHealth
 from . import analytics, auth, commands, dashboard, devices, health, history, stats, websocket
-from .dependencies import ApiContext, RoleHealth
+from .dependencies import ApiContext, HealthSource, RoleHealth
 from .limits import RequestLimits
 from .security import ByMethod, Needs, authorize, document_security, operations, role_table
+from .timing import RequestTiming
 
 __all__ = ["AUTH_ROUTERS", "ROUTERS", "ApiContext", "create_app", "create_health_app"]
 
@@ -47,6 +49,7 @@ __all__ = ["AUTH_ROUTERS", "ROUTERS", "ApiContext", "create_app", "create_health
 ROUTERS: tuple[tuple[APIRouter, Needs], ...] = (
     (health.router, None),
     (stats.router, Role.VIEWER),
+    (stats.metrics_router, Role.VIEWER),
     (devices.router, Role.VIEWER),
     (commands.router, ByMethod(read=Role.VIEWER, write=Role.OPERATOR)),
     (history.router, Role.VIEWER),
@@ -96,6 +99,7 @@ def create_app(context: ApiContext, cors_origins: list[str]) -> FastAPI:
         CORSMiddleware, allow_origins=cors_origins, allow_methods=["*"], allow_headers=["*"]
     )
     app.add_middleware(RequestLimits)
+    app.add_middleware(RequestTiming)  # the outermost: it times the others' answers too
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(AuthError, _accounts_down)
     app.add_exception_handler(Exception, _internal_error)
@@ -118,9 +122,17 @@ def create_app(context: ApiContext, cors_origins: list[str]) -> FastAPI:
     return app
 
 
-def create_health_app(components: dict[str, HasHealth]) -> FastAPI:
-    """For roles without the API (bridge, processor): serves GET /api/health only, with the
-    same body and 200/503 as the full app."""
+HEALTH_ROUTERS = (health.router, stats.metrics_router)
+"""What the listener of ``--metrics-port`` serves, open to anyone (Prometheus, load
+balancers)."""
+
+
+def create_health_app(
+    components: dict[str, HasHealth], context: HealthSource | None = None
+) -> FastAPI:
+    """For roles without the API (bridge, processor, archiver): serves GET /api/health, with
+    the same body and 200/503 as the full app, and GET /metrics. ``context``: the API's, when
+    the process also serves it, so both listeners show the same."""
     app = FastAPI(
         title="iotstream",
         version=__version__,
@@ -128,7 +140,9 @@ def create_health_app(components: dict[str, HasHealth]) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
-    app.state.context = RoleHealth(components)
-    app.state.roles = role_table(health.router.routes, None)
-    app.include_router(health.router, dependencies=ROUTE_DEPENDENCIES)
+    app.add_middleware(RequestTiming)
+    app.state.context = RoleHealth(components) if context is None else context
+    app.state.roles = role_table([r for router in HEALTH_ROUTERS for r in router.routes], None)
+    for router in HEALTH_ROUTERS:
+        app.include_router(router, dependencies=ROUTE_DEPENDENCIES)
     return app

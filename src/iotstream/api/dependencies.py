@@ -18,6 +18,7 @@ from starlette.requests import HTTPConnection
 
 from ..auth import Authenticator
 from ..commands import CommandService
+from ..config import MetricsSettings
 from ..errors import InvalidDeviceId
 from ..health import HasHealth
 from ..hub import Hub
@@ -25,6 +26,8 @@ from ..lake.base import Lake
 from ..models import DeviceId
 from ..rates import RateMeter
 from ..store import Store
+
+SILENT_AFTER: float = MetricsSettings.model_fields["silent_after"].default
 
 
 @dataclass
@@ -41,10 +44,13 @@ class ApiContext:
     """The history lake; ``None`` with ``--lake off``."""
     auth: Authenticator | None = None
     """Who may call what; ``None`` when auth is off (``auth_required``): anyone may."""
+    silent_after: float = SILENT_AFTER
+    """Seconds after its last reading a device counts as silent."""
 
 
 class HealthSource(Protocol):
-    """What ``GET /api/health`` reads: an ``ApiContext``, or a role's ``RoleHealth``."""
+    """What ``GET /api/health`` and ``GET /metrics`` read: an ``ApiContext``, or a role's
+    ``RoleHealth``."""
 
     @property
     def components(self) -> dict[str, HasHealth]: ...
@@ -52,13 +58,27 @@ class HealthSource(Protocol):
     @property
     def started_at(self) -> float: ...
 
+    @property
+    def store(self) -> Store | None:
+        """The store whose devices are counted (only a process with the API has one here)."""
+
+    @property
+    def hub(self) -> Hub | None: ...
+
+    @property
+    def silent_after(self) -> float: ...
+
 
 @dataclass
 class RoleHealth:
-    """The context of a role without the API (bridge, processor): its components only."""
+    """The context of a role without the API (bridge, processor, archiver): its components
+    only."""
 
     components: dict[str, HasHealth]
     started_at: float = field(default_factory=time.time)
+    store: None = None
+    hub: None = None
+    silent_after: float = SILENT_AFTER
 
 
 def health_source(connection: HTTPConnection) -> HealthSource:
@@ -90,10 +110,6 @@ def _rates(context: Context) -> RateMeter:
     return context.rates
 
 
-def _components(context: Context) -> dict[str, HasHealth]:
-    return context.components
-
-
 def _started_at(context: Context) -> float:
     return context.started_at
 
@@ -109,7 +125,6 @@ StoreDep = Annotated[Store, Depends(_store)]
 HubDep = Annotated[Hub, Depends(_hub)]
 CommandsDep = Annotated[CommandService, Depends(_commands)]
 RatesDep = Annotated[RateMeter, Depends(_rates)]
-ComponentsDep = Annotated[dict[str, HasHealth], Depends(_components)]
 StartedAtDep = Annotated[float, Depends(_started_at)]
 LakeDep = Annotated[Lake, Depends(_lake)]
 """The history lake; 503 when the process runs with ``--lake off``."""

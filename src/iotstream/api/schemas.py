@@ -160,6 +160,15 @@ class ComponentHealth(BaseModel):
     detail: str
 
 
+class DeviceFreshness(BaseModel):
+    """The devices the store knows, and how many of them are silent: their last reading is
+    older than ``silentAfterSeconds`` (``--silent-after``)."""
+
+    known: int
+    silent: int
+    silentAfterSeconds: float
+
+
 class HealthReport(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -171,6 +180,9 @@ class HealthReport(BaseModel):
                     "components": {
                         "broker": {"status": "UP", "detail": "mosquitto pid 42 on 127.0.0.1:3123"}
                     },
+                    "pipelineLagSeconds": {"processor": 0.004, "archiver": 0.6},
+                    "consumerLag": {"processor": 0, "archiver": 1200},
+                    "devices": {"known": 20, "silent": 1, "silentAfterSeconds": 60.0},
                 }
             ]
         }
@@ -179,6 +191,22 @@ class HealthReport(BaseModel):
     uptimeSeconds: float
     version: str
     components: dict[str, ComponentHealth]
+    pipelineLagSeconds: dict[str, float] = Field(
+        default_factory=dict,
+        description="per consumer group of this process: age in seconds of the oldest event "
+        "it took from the bus and has not finished; 0 when idle (left out for a caller "
+        "without credentials when they are required, as are consumerLag and devices)",
+    )
+    consumerLag: dict[str, int] = Field(
+        default_factory=dict,
+        description="per consumer group of this process: events on the bus it has not "
+        "committed (Kafka: end offsets - committed offsets of its partitions)",
+    )
+    devices: DeviceFreshness | None = Field(
+        default=None,
+        description="devices known and silent (a process with the API only; left out for "
+        "a caller without credentials when they are required)",
+    )
 
 
 class Rates(BaseModel):

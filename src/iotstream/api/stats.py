@@ -1,23 +1,28 @@
-"""Counters: ``GET /api/stats`` as JSON and ``GET /metrics`` for Prometheus."""
+"""Counters: ``GET /api/stats`` as JSON (store-wide, as the reference system's clients
+read them) and ``GET /metrics`` for Prometheus (this process's own, ``iotstream.metrics``)."""
 
 from __future__ import annotations
 
 import time
 
 from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
+from ..metrics import CONTENT_TYPE, State, exposition
 from .dependencies import (
     CommandsDep,
-    ComponentsDep,
+    HealthSourceDep,
     HubDep,
     RatesDep,
     StartedAtDep,
     StoreDep,
 )
+from .health import observe
 from .schemas import Rates, StatsReport
 
 router = APIRouter()
+metrics_router = APIRouter()
+"""``GET /metrics``, which every role serves, as ``GET /api/health``."""
 
 
 @router.get("/api/stats", response_model=StatsReport)
@@ -50,27 +55,20 @@ async def stats(
     )
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(store: StoreDep, hub: HubDep, components: ComponentsDep) -> str:
-    """Prometheus text exposition of the main counters."""
-    counters = await store.counters()
-    lines = [
-        "# TYPE iotstream_messages_total counter",
-        f'iotstream_messages_total{{kind="reading"}} {counters.readings}',
-        f'iotstream_messages_total{{kind="raw"}} {counters.raw}',
-        f'iotstream_messages_total{{kind="rejected"}} {counters.rejected}',
-        "# TYPE iotstream_rejected_total counter",
-        *(f'iotstream_rejected_total{{reason="{r}"}} {n}' for r, n in counters.per_reason.items()),
-        "# TYPE iotstream_devices gauge",
-        f"iotstream_devices {len(counters.per_device)}",
-        "# TYPE iotstream_websocket_clients gauge",
-        f"iotstream_websocket_clients {len(hub.subscribers)}",
-        "# TYPE iotstream_frames_total counter",
-        f"iotstream_frames_total {hub.frames}",
-        "# TYPE iotstream_component_up gauge",
-        *(
-            f'iotstream_component_up{{component="{name}"}} {int(part.health().ok)}'
-            for name, part in components.items()
-        ),
-    ]
-    return "\n".join(lines) + "\n"
+@metrics_router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(source: HealthSourceDep) -> Response:
+    """Prometheus text exposition of this process's metrics (per instance; the README's
+    "Metrics, health and logs" lists them)."""
+    seen = await observe(source)
+    parts = seen.components
+    state = State(
+        components=parts,
+        groups=seen.groups,
+        # The parts as ``iotstream.server`` names them.
+        mqtt_connected=parts["ingest"].ok if "ingest" in parts else None,
+        store_up=parts["store"].ok if "store" in parts else None,
+        websocket_clients=None if source.hub is None else len(source.hub.subscribers),
+        devices=None if seen.devices is None else seen.devices.known,
+        devices_silent=None if seen.devices is None else seen.devices.silent,
+    )
+    return Response(exposition(state), media_type=CONTENT_TYPE)

@@ -21,4 +21,5 @@ def create_bus(settings: Settings) -> Bus:
         partitions=settings.kafka.partitions,
         replication_factor=settings.kafka.replication_factor,
         retention_ms=settings.kafka.retention_ms,
+        instance_id=settings.kafka.instance_id,
     )

@@ -77,6 +77,12 @@ class Consumer(ABC):
     async def close(self) -> None:
         """Leave the group without committing."""
 
+    async def lag(self) -> dict[str, int]:
+        """Events of this group not committed yet, per partition this member reads (Kafka:
+        end offset - committed offset of each assigned partition; the in-process log: one
+        partition, ``"0"``). Raises ``BusError`` when the bus cannot tell now."""
+        return {}
+
     async def __aenter__(self) -> Self:
         return self
 
@@ -91,6 +97,10 @@ class Consumer(ABC):
 
 class Bus(Component):
     """A log of event batches; start and stop it with ``async with``."""
+
+    commit_interval: float = 0.0
+    """Seconds a consumer that keeps polling may wait between commits: what a commit costs
+    this backend, against what a crash makes it read again."""
 
     @abstractmethod
     async def publish(self, batch: Batch) -> None:

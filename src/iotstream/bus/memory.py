@@ -209,3 +209,6 @@ class MemoryConsumer(Consumer):
 
     async def close(self) -> None:
         """Nothing to release; uncommitted events go to the group's next consumer."""
+
+    async def lag(self) -> dict[str, int]:
+        return {"0": self._bus.lag().get(self._group, 0)}

@@ -24,15 +24,17 @@ Commands (``iotstream.models.Command``), shared by every api instance and proces
 - ``add_command`` keeps a new command; with an idempotency key already used it keeps
   nothing and returns the command that key made, or raises ``IdempotencyConflict`` when that
   one came from a request with another fingerprint.
-- ``update_command`` moves a command by ``advance``'s rules, atomically against every other
-  writer, announces the new state (``Changes.commands``) as part of the same write, and
-  returns it; ``None`` when the move does not apply (a repeat, a late or unknown report).
+- ``move_commands`` moves commands by ``advance``'s rules, each atomically against every
+  other writer, announces the new states (``Changes.commands``) as part of the same writes,
+  and returns those moved; a move that does not apply (a repeat, a late or unknown report)
+  is left out. A batch costs a backend a few round trips, not a few per command, and two
+  moves of one command in a batch apply in order. ``update_command`` is one such move.
 - ``apply`` moves commands by the ``CommandReply`` events of a batch the same way, so a
   replayed reply changes nothing.
-- ``queued_commands`` are a device's commands still ``queued``, oldest first, and
-  ``queued_devices`` the devices that have some;
-  ``device_commands`` its commands newest first; ``due_commands`` the ids of open commands
-  whose TTL has passed. ``expire_commands`` closes those.
+- ``queued_by_device`` are some devices' commands still ``queued``, oldest first (one call
+  for them all), ``queued_commands`` one device's, and ``queued_devices`` the devices that
+  have some; ``device_commands`` a device's commands newest first; ``due_commands`` the ids
+  of open commands whose TTL has passed. ``expire_commands`` closes those.
 - A closed command is kept for ``command_retention`` seconds after it closed.
 """
 
@@ -40,7 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +56,7 @@ from ..models import (
     FAILED,
     OUTCOMES,
     QUEUED,
+    RECEIVED_AT,
     REJECTED,
     SENT,
     SUCCEEDED,
@@ -71,6 +74,30 @@ COMMAND_RETENTION = 86_400.0
 """Seconds a closed command stays readable."""
 
 
+@dataclass(frozen=True, slots=True)
+class CommandMove:
+    """One move of a command by ``advance``: to ``status`` at ``at``, with a device's report
+    (``result``, ``error``) and, for a report, the ``device_id`` that sent it."""
+
+    command_id: str
+    status: str
+    at: float
+    result: Any = None
+    error: str | None = None
+    device_id: str | None = None
+
+    def apply(self, command: Command) -> Command | None:
+        """``command`` after this move, or ``None`` when it does not apply (``advance``)."""
+        return advance(
+            command,
+            self.status,
+            self.at,
+            result=self.result,
+            error=self.error,
+            device_id=self.device_id,
+        )
+
+
 @dataclass(slots=True)
 class Counters:
     """Message counts since the store was created."""
@@ -85,6 +112,14 @@ class Counters:
     @property
     def total(self) -> int:
         return self.readings + self.raw + self.rejected
+
+
+@dataclass(slots=True, frozen=True)
+class Freshness:
+    """How many devices the store knows, and how many of them are silent."""
+
+    known: int
+    silent: int
 
 
 class Store(Component):
@@ -107,6 +142,12 @@ class Store(Component):
     @abstractmethod
     async def total(self) -> int:
         """Messages counted so far (``counters().total``), cheap enough to sample often."""
+
+    async def freshness(self, seen_before: float) -> Freshness:
+        """The devices known, and those whose last reading was received before
+        ``seen_before`` (epoch seconds); backends answer it without reading every state."""
+        states = await self.devices()
+        return Freshness(len(states), sum(1 for s in states if s[RECEIVED_AT] < seen_before))
 
     @abstractmethod
     async def deadletters(self, limit: int | None = None) -> list[Rejected]:
@@ -137,8 +178,13 @@ class Store(Component):
         """A device's commands (only those in ``status``, if given), newest first."""
 
     @abstractmethod
+    async def queued_by_device(self, device_ids: Collection[str]) -> dict[str, list[Command]]:
+        """Each device's commands still waiting to be sent, oldest first (devices without any
+        are left out)."""
+
     async def queued_commands(self, device_id: str) -> list[Command]:
         """A device's commands still waiting to be sent, oldest first."""
+        return (await self.queued_by_device([device_id])).get(device_id, [])
 
     @abstractmethod
     async def queued_devices(self) -> set[str]:
@@ -149,6 +195,10 @@ class Store(Component):
         """The ids of open commands whose TTL ran out by ``now``."""
 
     @abstractmethod
+    async def move_commands(self, moves: Sequence[CommandMove]) -> list[Command]:
+        """Apply each move by ``advance``, in order, and announce them; the commands moved, in
+        the order of their moves (moves that do not apply, or of unknown commands, left out)."""
+
     async def update_command(
         self,
         command_id: str,
@@ -161,27 +211,30 @@ class Store(Component):
     ) -> Command | None:
         """Move a command by ``advance`` and announce it; ``None`` when the move does not apply
         (or there is no such command)."""
+        move = CommandMove(command_id, status, at, result, error, device_id)
+        moved = await self.move_commands([move])
+        return moved[0] if moved else None
 
     async def expire_commands(self, now: float) -> list[Command]:
         """Close every open command whose TTL ran out (``advance`` with ``expired``)."""
-        closed = []
-        for command_id in await self.due_commands(now):
-            command = await self.update_command(command_id, EXPIRED, now)
-            if command is not None:
-                closed.append(command)
-        return closed
+        due = await self.due_commands(now)
+        return await self.move_commands([CommandMove(c, EXPIRED, now) for c in due])
 
     async def _apply_replies(self, replies: list[CommandReply]) -> None:
         """Move commands by the devices' reports (``apply`` calls it)."""
-        for reply in replies:
-            await self.update_command(
-                reply.command_id,
-                reply.status,
-                reply.received_at,
-                result=reply.result,
-                error=reply.error,
-                device_id=reply.device_id,
-            )
+        await self.move_commands(
+            [
+                CommandMove(
+                    reply.command_id,
+                    reply.status,
+                    reply.received_at,
+                    reply.result,
+                    reply.error,
+                    reply.device_id,
+                )
+                for reply in replies
+            ]
+        )
 
 
 def merge(

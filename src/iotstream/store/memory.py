@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
 from ..errors import IdempotencyConflict
 from ..health import Health
 from ..models import QUEUED, Batch, Changes, Command, DeviceState, Reading, Rejected
-from .base import COMMAND_RETENTION, Counters, Store, advance, merge
+from .base import COMMAND_RETENTION, CommandMove, Counters, Freshness, Store, merge
 
 
 class MemoryStore(Store):
@@ -34,6 +33,8 @@ class MemoryStore(Store):
         self._commands: dict[str, Command] = {}
         """Every command kept, oldest first (dicts keep insertion order)."""
         self._device_commands: dict[str, dict[str, None]] = {}
+        self._queued: dict[str, dict[str, None]] = {}
+        """Device id -> its queued commands' ids, oldest first."""
         self._idempotency: dict[str, str] = {}
 
     async def start(self) -> None:
@@ -116,6 +117,10 @@ class MemoryStore(Store):
     async def total(self) -> int:
         return self._counters.total
 
+    async def freshness(self, seen_before: float) -> Freshness:
+        seen = self._last_seen
+        return Freshness(len(seen), sum(1 for at in seen.values() if at < seen_before))
+
     # -- commands ---------------------------------------------------------
 
     async def add_command(self, command: Command) -> Command:
@@ -131,6 +136,8 @@ class MemoryStore(Store):
             self._idempotency[key] = command.id
         self._commands[command.id] = command
         self._device_commands.setdefault(command.device_id, {})[command.id] = None
+        if command.status == QUEUED:
+            self._queued.setdefault(command.device_id, {})[command.id] = None
         self._announce(Changes(commands=[command.to_json()]))
         return command
 
@@ -149,12 +156,16 @@ class MemoryStore(Store):
                     break
         return found
 
-    async def queued_commands(self, device_id: str) -> list[Command]:
-        commands = (self._commands[c] for c in self._device_commands.get(device_id, {}))
-        return [command for command in commands if command.status == QUEUED]
+    async def queued_by_device(self, device_ids: Collection[str]) -> dict[str, list[Command]]:
+        found = {}
+        for device_id in device_ids:
+            queued = self._queued.get(device_id)
+            if queued:
+                found[device_id] = [self._commands[command_id] for command_id in queued]
+        return found
 
     async def queued_devices(self) -> set[str]:
-        return {c.device_id for c in self._commands.values() if c.status == QUEUED}
+        return set(self._queued)
 
     async def due_commands(self, now: float) -> list[str]:
         self._forget_closed(now - self.command_retention)
@@ -164,24 +175,29 @@ class MemoryStore(Store):
             if not command.closed and command.expires_at <= now
         ]
 
-    async def update_command(
-        self,
-        command_id: str,
-        status: str,
-        at: float,
-        *,
-        result: Any = None,
-        error: str | None = None,
-        device_id: str | None = None,
-    ) -> Command | None:
-        command = self._commands.get(command_id)
-        if command is None:
-            return None
-        moved = advance(command, status, at, result=result, error=error, device_id=device_id)
-        if moved is not None:
-            self._commands[command_id] = moved
-            self._announce(Changes(commands=[moved.to_json()]))
+    async def move_commands(self, moves: Sequence[CommandMove]) -> list[Command]:
+        moved = []
+        for move in moves:
+            command = self._commands.get(move.command_id)
+            if command is None:
+                continue
+            after = move.apply(command)
+            if after is None:
+                continue
+            self._commands[command.id] = after
+            if command.status == QUEUED and after.status != QUEUED:
+                self._unqueue(after)
+            moved.append(after)
+        # One announcement for the batch: its moves in order, in one WebSocket frame.
+        self._announce(Changes(commands=[command.to_json() for command in moved]))
         return moved
+
+    def _unqueue(self, command: Command) -> None:
+        queued = self._queued.get(command.device_id)
+        if queued is not None:
+            queued.pop(command.id, None)
+            if not queued:
+                del self._queued[command.device_id]
 
     def _forget_closed(self, before: float) -> None:
         gone = [

@@ -49,6 +49,11 @@ the memory store. Last-seen only moves forward (``ZADD GT``), so a replay
 beyond the window cannot make a live device look silent, and a device whose
 state comes out byte-identical is not reported as changed.
 
+Commands: each write is ``redis_command.lua``, a compare-and-set of the command's JSON that
+keeps its indexes and announces the move. A batch of moves (``move_commands``) reads its
+commands with one MGET and sends its scripts in one pipeline; a move another writer overtook
+is read and tried again alone.
+
 Subscribers: each ``subscribe()`` holds its own pub/sub connection and
 survives a Redis restart. Pub/sub drops what is published while a subscriber
 is disconnected, so after it resubscribes it first yields every device's
@@ -65,7 +70,7 @@ import contextlib
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Collection, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -76,14 +81,14 @@ from ..errors import ConfigError, IdempotencyConflict, StoreError, missing_extra
 from ..health import Health
 from ..lifecycle import cancel_all, spawn
 from ..models import QUEUED, Batch, Changes, Command, DeviceState, Reading, Rejected
-from .base import COMMAND_RETENTION, Counters, Store, advance
+from .base import COMMAND_RETENTION, CommandMove, Counters, Freshness, Store
 
 try:
     from redis.asyncio import Redis
     from redis.asyncio.client import PubSub
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-    from redis.exceptions import RedisError
+    from redis.exceptions import NoScriptError, RedisError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise missing_extra("redis", "redis") from exc
 
@@ -325,6 +330,16 @@ class RedisStore(Store):
         counts = await self._command("HMGET", self._totals, "readings", "raw", "rejected")
         return sum(int(count) for count in counts if count is not None)
 
+    async def freshness(self, seen_before: float) -> Freshness:
+        async def counts() -> list[Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zcard(self._lastseen)
+                pipe.zcount(self._lastseen, "-inf", f"({seen_before!r}")
+                return await pipe.execute()
+
+        known, silent = await self._run("freshness", counts())
+        return Freshness(int(known), int(silent))
+
     async def deadletters(self, limit: int | None = None) -> list[Rejected]:
         if limit is not None and limit <= 0:
             return []
@@ -338,13 +353,23 @@ class RedisStore(Store):
     def _command_key(self, command_id: str) -> str:
         return f"{self._cmd}:{command_id}"
 
-    async def _write(self, before: bytes | None, command: Command) -> int | bytes:
-        """Compare-and-set ``command`` over ``before`` (``None``: a new one); see the script."""
+    def _write_call(self, before: bytes | None, command: Command) -> tuple[list[Any], bytes]:
+        """The script's keys and args that compare-and-set ``command`` over ``before``
+        (``None``: a new one), the keys first; and the text it writes."""
         document = command.to_json()
+        text = orjson.dumps(document)
         key = command.idempotency_key
+        keys: list[Any] = [
+            self._command_key(command.id),
+            f"{self._cmd}:device:{command.device_id}",
+            self._open,
+            f"{self._cmd}:queued:{command.device_id}",
+            f"{self._cmd}:idem:{key}" if key is not None else self._open,
+            f"{self._cmd}:waiting",
+        ]
         args: list[Any] = [
             b"" if before is None else before,
-            orjson.dumps(document),
+            text,
             command.id,
             command.created_at,
             "" if command.closed else command.expires_at,
@@ -355,16 +380,13 @@ class RedisStore(Store):
             orjson.dumps({"updated": [], "removed": [], "commands": [document]}),
             command.device_id,
         ]
-        keys = [
-            self._command_key(command.id),
-            f"{self._cmd}:device:{command.device_id}",
-            self._open,
-            f"{self._cmd}:queued:{command.device_id}",
-            f"{self._cmd}:idem:{key}" if key is not None else self._open,
-            f"{self._cmd}:waiting",
-        ]
+        return [*keys, *args], text
+
+    async def _write(self, before: bytes | None, command: Command) -> int | bytes:
+        """Compare-and-set ``command`` over ``before`` (``None``: a new one); see the script."""
+        call, _ = self._write_call(before, command)
         written: int | bytes = await self._run(
-            "command write", self._write_command(keys=keys, args=args)
+            "command write", self._write_command(keys=call[:6], args=call[6:])
         )
         return written
 
@@ -415,10 +437,37 @@ class RedisStore(Store):
                         return found
         return found
 
-    async def queued_commands(self, device_id: str) -> list[Command]:
-        key = f"{self._cmd}:queued:{device_id}"
-        commands = await self._commands_of(key, await self._command("ZRANGE", key, 0, -1))
-        return [command for command in commands if command.status == QUEUED]
+    async def queued_by_device(self, device_ids: Collection[str]) -> dict[str, list[Command]]:
+        devices = list(device_ids)
+        if not devices:
+            return {}
+
+        async def queued_ids() -> list[list[bytes]]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for device_id in devices:
+                    pipe.zrange(f"{self._cmd}:queued:{device_id}", 0, -1)
+                return await pipe.execute()
+
+        per_device = await self._run("queued commands", queued_ids())
+        ids = [command_id for found in per_device for command_id in found]
+        if not ids:
+            return {}
+        texts = await self._command("MGET", *(self._command_key(i.decode()) for i in ids))
+        commands = iter(texts)
+        found: dict[str, list[Command]] = {}
+        for device_id, device_ids_queued in zip(devices, per_device, strict=True):
+            gone: list[bytes] = []
+            for command_id in device_ids_queued:
+                text = next(commands)
+                if text is None:
+                    gone.append(command_id)
+                    continue
+                command = Command.from_json(orjson.loads(text))
+                if command.status == QUEUED:
+                    found.setdefault(device_id, []).append(command)
+            if gone:  # forgotten already: their ids leave the index
+                await self._command("ZREM", f"{self._cmd}:queued:{device_id}", *gone)
+        return found
 
     async def queued_devices(self) -> set[str]:
         return {
@@ -429,27 +478,74 @@ class RedisStore(Store):
         ids = await self._command("ZRANGE", self._open, "-inf", now, "BYSCORE")
         return [command_id.decode() for command_id in ids]
 
-    async def update_command(
-        self,
-        command_id: str,
-        status: str,
-        at: float,
-        *,
-        result: Any = None,
-        error: str | None = None,
-        device_id: str | None = None,
-    ) -> Command | None:
+    async def move_commands(self, moves: Sequence[CommandMove]) -> list[Command]:
+        """One MGET and one pipeline of compare-and-set scripts for the batch; a move whose
+        command another writer changed in between is retried alone (``_move``)."""
+        if not moves:
+            return []
+        ids = list(dict.fromkeys(move.command_id for move in moves))
+        texts = await self._command("MGET", *(self._command_key(i) for i in ids))
+        # What each command is as read, then as this batch's earlier moves leave it.
+        current: dict[str, tuple[bytes, Command]] = {
+            command_id: (text, Command.from_json(orjson.loads(text)))
+            for command_id, text in zip(ids, texts, strict=True)
+            if text is not None
+        }
+        planned: list[tuple[int, Command, list[Any]]] = []
+        for index, move in enumerate(moves):
+            if move.command_id not in current:
+                continue
+            before, command = current[move.command_id]
+            after = move.apply(command)
+            if after is not None:
+                call, text = self._write_call(before, after)
+                planned.append((index, after, call))
+                current[move.command_id] = (text, after)
+        if not planned:
+            return []
+
+        async def write_all() -> list[Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for _, _, call in planned:
+                    pipe.evalsha(self._write_command.sha, 6, *call)
+                return await pipe.execute()
+
+        try:
+            written = await self._run("command write", write_all())
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, NoScriptError):
+                raise
+            # A restarted Redis forgot the script: nothing was written, load it and go again.
+            await self._run("command write", self._redis.script_load(COMMAND))
+            written = await self._run("command write", write_all())
+        moved: dict[int, Command] = {}
+        lost: dict[str, int] = {}
+        """Command id -> the first of its moves that another writer overtook."""
+        for (index, after, _), outcome in zip(planned, written, strict=True):
+            if outcome == 1 and after.id not in lost:
+                moved[index] = after
+            else:
+                lost.setdefault(after.id, index)
+        # Those moves again, one at a time, in order, over what the other writer left.
+        for index, move in enumerate(moves):
+            if lost.get(move.command_id, len(moves)) <= index:
+                again = await self._move(move)
+                if again is not None:
+                    moved[index] = again
+        return [moved[index] for index in sorted(moved)]
+
+    async def _move(self, move: CommandMove) -> Command | None:
+        """One move, read and compare-and-set until no other writer interferes."""
         for _ in range(COMMAND_RETRIES):
-            before = await self._read(command_id)
+            before = await self._read(move.command_id)
             if before is None:
                 return None
-            command = Command.from_json(orjson.loads(before))
-            moved = advance(command, status, at, result=result, error=error, device_id=device_id)
-            if moved is None:
+            after = move.apply(Command.from_json(orjson.loads(before)))
+            if after is None:
                 return None
-            if await self._write(before, moved) == 1:
-                return moved
-        raise StoreError(f"{self._location}: command {command_id} kept changing under a move")
+            if await self._write(before, after) == 1:
+                return after
+        raise StoreError(f"{self._location}: command {move.command_id} kept changing under a move")
 
     # -- fan-out ----------------------------------------------------------
 

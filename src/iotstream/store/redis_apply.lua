@@ -27,6 +27,18 @@ local function key_of(member)
   return string.sub(member, 1, stop)
 end
 
+-- Whether a 16-byte fingerprint is one of a window's (fingerprints back to back): a plain
+-- find, where only a match at a fingerprint's start counts.
+local function holds(window, fingerprint)
+  local from = 1
+  while true do
+    local at = string.find(window, fingerprint, from, true)
+    if at == nil then return false end
+    if at % 16 == 1 then return true end
+    from = at + 1
+  end
+end
+
 local function split(text)
   local members, index = {}, {}
   for line in string.gmatch(string.sub(text, 2, -2), '[^\n]+') do
@@ -54,16 +66,13 @@ for _ = 1, devices do
   local id, id_json, count, fingerprints = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   local line = string.gmatch(ARGV[i + 4], '[^\n]+')
   i = i + 5
-  -- The device's recent fingerprints, oldest first, from window[head] on.
-  local window, recent, head
+  -- The device's recent fingerprints back to back, oldest first (one string: a table of
+  -- them, built and joined again per device and batch, was most of the script's time).
+  local window, window_bytes
   if window_size > 0 then
-    window, recent, head = {}, {}, 1
-    local stored = redis.call('HGET', recent_key, id) or ''
-    for at = math.max(1, #stored - 16 * window_size + 1), #stored, 16 do
-      local fingerprint = string.sub(stored, at, at + 15)
-      window[#window + 1] = fingerprint
-      recent[fingerprint] = true
-    end
+    window_bytes = 16 * window_size
+    window = redis.call('HGET', recent_key, id) or ''
+    if #window > window_bytes then window = string.sub(window, -window_bytes) end
   end
   local old = redis.call('HGET', state_key, id)
   local members, index, newest
@@ -75,16 +84,12 @@ for _ = 1, devices do
   for r = 1, count do
     local ts_json, received_json, fields = line(), line(), tonumber(line())
     local fingerprint = window and string.sub(fingerprints, 16 * r - 15, 16 * r)
-    if window and recent[fingerprint] then
+    if window and holds(window, fingerprint) then
       for _ = 1, fields do line() end
     else
       if window then
-        window[#window + 1] = fingerprint
-        recent[fingerprint] = true
-        if #window - head >= window_size then
-          recent[window[head]] = nil
-          head = head + 1
-        end
+        window = window .. fingerprint
+        if #window > window_bytes then window = string.sub(window, 17) end
       end
       counted = counted + 1
       local received = tonumber(received_json)
@@ -114,7 +119,7 @@ for _ = 1, devices do
     redis.call('HINCRBY', device_key, id, counted)
     -- The score is the exact text: a Lua number would be formatted with fewer digits.
     redis.call('ZADD', seen_key, 'GT', seen_json, id)
-    if window then redis.call('HSET', recent_key, id, table.concat(window, '', head)) end
+    if window then redis.call('HSET', recent_key, id, window) end
   end
   if applied_ts then
     members[index['"timestamp"']] = '"timestamp":' .. applied_ts
