@@ -91,7 +91,9 @@ class Mqtt5Device:
         self.device_id = device_id
         self.client = Client(f"dev-{uuid.uuid4().hex[:8]}")
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.messages: asyncio.Queue[tuple[bytes, dict[str, Any]]] = asyncio.Queue()
+        self._subscribed = asyncio.Event()
 
     def _on_message(
         self, client: Any, topic: str, payload: bytes, qos: int, properties: dict[str, Any]
@@ -99,10 +101,13 @@ class Mqtt5Device:
         self.messages.put_nowait((payload, properties))
         return 0
 
+    def _on_subscribe(self, client: Any, mid: int, granted: Any, properties: Any) -> None:
+        self._subscribed.set()
+
     async def __aenter__(self) -> Mqtt5Device:
         await self.client.connect("127.0.0.1", self.port, version=MQTTv50)
         self.client.subscribe(f"orin/{self.device_id}/command", qos=1)
-        await asyncio.sleep(0.2)  # gmqtt has no wait for the SUBACK
+        await asyncio.wait_for(self._subscribed.wait(), 10)  # the SUBACK
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -59,30 +59,28 @@ class RefusedMessage:
     at: float
 
 
-def _publish_topic(package: bytes, mqtt5: bool = False) -> tuple[str, bytes]:
-    """The topic and payload of a PUBLISH packet as gmqtt stored it (``mqtt5``: with
-    properties)."""
-    index, multiplier, length = 1, 1, 0
-    while True:  # the remaining length, a variable byte integer
-        byte = package[index]
-        length += (byte & 0x7F) * multiplier
+def _variable_int(buffer: bytes, index: int) -> tuple[int, int]:
+    """The MQTT variable byte integer at ``index``, and the index after it."""
+    value, multiplier = 0, 1
+    while True:
+        byte = buffer[index]
+        value += (byte & 0x7F) * multiplier
         multiplier *= 128
         index += 1
         if not byte & 0x80:
-            break
+            return value, index
+
+
+def _publish_topic(package: bytes, mqtt5: bool = False) -> tuple[str, bytes]:
+    """The topic and payload of a PUBLISH packet as gmqtt stored it (``mqtt5``: with
+    properties)."""
+    length, index = _variable_int(package, 1)  # the remaining length
     size = int.from_bytes(package[index : index + 2], "big")
     topic = package[index + 2 : index + 2 + size].decode("utf-8", "replace")
     # QoS > 0: a 2-byte packet id follows the topic; then, in MQTT 5, the properties.
     start = index + 4 + size
     if mqtt5:
-        properties, multiplier = 0, 1
-        while True:
-            byte = package[start]
-            properties += (byte & 0x7F) * multiplier
-            multiplier *= 128
-            start += 1
-            if not byte & 0x80:
-                break
+        properties, start = _variable_int(package, start)
         start += properties
     return topic, package[start : index + length]
 
