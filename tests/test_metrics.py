@@ -23,7 +23,17 @@ from iotstream.commands import CommandService
 from iotstream.config import MqttEndpoint
 from iotstream.health import HasHealth
 from iotstream.hub import Hub
-from iotstream.models import EXPIRED, SENT, Batch, Command, DeviceId, RawMessage, Reading
+from iotstream.lake.base import TABLES
+from iotstream.models import (
+    COMMAND_STATES,
+    EXPIRED,
+    SENT,
+    Batch,
+    Command,
+    DeviceId,
+    RawMessage,
+    Reading,
+)
 from iotstream.mqtt import MqttConnection
 from iotstream.rates import RateMeter
 from iotstream.store import MemoryStore
@@ -126,6 +136,11 @@ def count(got: Scrape, name: str, **labels: str) -> float:
 async def test_run_serves_the_contract_and_counts_what_was_sent(server: Server) -> None:
     device = f"metered-{uuid.uuid4().hex[:8]}"
     before = scrape(server.http)
+    # Known label values are shown at 0 before their first event, so a rate sees that event.
+    kinds = before.labels("iotstream_bus_published_events_total", "kind")
+    assert kinds == {"reading", "raw", "rejected", "command_reply"}
+    assert before.labels("iotstream_commands_total", "state") == set(COMMAND_STATES)
+    assert before.labels("iotstream_lake_rows_written_total", "table") == set(TABLES)
     lines = [orjson.dumps({"x": float(i), "y": 0.0, "seq": i}).decode() for i in range(50)]
     async with connect(server.ws + "/coordinates") as ws:
         assert orjson.loads(await ws.recv())["type"] == "snapshot"
