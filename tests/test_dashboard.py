@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from .conftest import MqttListener, Server, require, start_server, stop_process
 
@@ -172,8 +172,11 @@ def test_robots_appear_in_the_list_and_on_the_plane_and_move(
         lambda s: s["selected"] == robot and s["following"] and s["view"]["center"] == [8.0, 6.5],
         "the plane to follow the selected robot",
     )
-    assert row.get_attribute("aria-selected") == "true"
-    assert dashboard.page.inner_text('#details [data-field="motorRPM"]') == "1500"
+    # The panels are drawn on the next animation frame after the click.
+    expect(row).to_have_attribute("aria-selected", "true", timeout=5000)
+    expect(dashboard.page.locator('#details [data-field="motorRPM"]')).to_have_text(
+        "1500", timeout=5000
+    )
 
 
 def test_the_plane_pans_zooms_and_fits_the_fleet(dashboard: Dashboard, server: Server) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, expect
 
 from .conftest import Server
 from .test_dashboard import Dashboard, State, expected_screen, unique
@@ -146,7 +146,8 @@ def test_the_selected_robots_trips_stops_and_summary(dashboard: Dashboard, serve
     # Clicking the trip highlights it on the plane.
     items.first.click()
     dashboard.wait(lambda s: analytics(s)["device"]["highlight"] == trip["start"], "highlight")
-    assert items.first.get_attribute("aria-selected") == "true"
+    # The list is drawn on the next animation frame after the click.
+    expect(items.first).to_have_attribute("aria-selected", "true", timeout=5000)
 
 
 def test_the_heatmap_layer_draws_where_robots_were(dashboard: Dashboard, server: Server) -> None:

@@ -201,8 +201,12 @@ def test_a_command_to_a_switched_off_robot_expires_on_screen_and_never_runs(
     online(demo, "robot2", timeout=OFF + 20)
     probe = screen.send("robot2", "none")
     screen.wait_shown(probe, "succeeded", timeout=20)
+    # Each field is a message of its own: wait for the count as well as the last command.
     after = demo.wait_for(
-        "/api/devices/robot2", lambda r: r.json().get("lastCommand") == "none"
+        "/api/devices/robot2",
+        lambda r: (
+            r.json().get("lastCommand") == "none" and r.json().get("commands", 0) >= ran_before + 2
+        ),
     ).json()
     assert after["commands"] == ran_before + 2  # the reboot and the probe: nothing between
     assert math.dist((after["x"], after["y"]), goal) > 5

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,11 +116,13 @@ class Stack:
             stop_process(process)
 
 
-@pytest.fixture
-def stack(tmp_path: Path, kafka: harness.Service, redis_server: harness.Service) -> Iterator[Stack]:
+@contextmanager
+def running_stack(
+    tmp: Path, kafka: harness.Service, redis_server: harness.Service
+) -> Iterator[Stack]:
     require("mosquitto")
-    with harness.start_mosquitto(harness.free_port(), tmp_path / "mosquitto") as broker:
-        stack = Stack(tmp_path, broker.port, kafka.address, f"redis://{redis_server.address}/0")
+    with harness.start_mosquitto(harness.free_port(), tmp / "mosquitto") as broker:
+        stack = Stack(tmp, broker.port, kafka.address, f"redis://{redis_server.address}/0")
         try:
             stack.start_bridge()
             stack.start("processor", "processor")
@@ -135,7 +138,25 @@ def stack(tmp_path: Path, kafka: harness.Service, redis_server: harness.Service)
             assert process.returncode in (0, -signal.SIGKILL), f"{name}:\n{stack.log(name)}"
 
 
-def test_every_role_answers_health_on_a_port_of_its_own(stack: Stack) -> None:
+@pytest.fixture(scope="module")
+def shared(
+    tmp_path_factory: pytest.TempPathFactory, kafka: harness.Service, redis_server: harness.Service
+) -> Iterator[Stack]:
+    """One stack for the tests that only add devices of their own to it (in file order: the
+    metrics test counts what the bridge and api1 did, so it comes before the others that
+    publish or post)."""
+    with running_stack(tmp_path_factory.mktemp("stack"), kafka, redis_server) as stack:
+        yield stack
+
+
+@pytest.fixture
+def stack(tmp_path: Path, kafka: harness.Service, redis_server: harness.Service) -> Iterator[Stack]:
+    """A stack of its own, for a test that kills its roles."""
+    with running_stack(tmp_path, kafka, redis_server) as stack:
+        yield stack
+
+
+def test_every_role_answers_health_on_a_port_of_its_own(shared: Stack) -> None:
     expected = {
         "bridge": {"broker", "bus", "ingest"},
         "processor": {"bus", "store", "processor"},
@@ -143,43 +164,43 @@ def test_every_role_answers_health_on_a_port_of_its_own(stack: Stack) -> None:
         "archiver": {"bus", "lake", "archiver"},
     }
     for name, components in expected.items():
-        response = stack.health(name)
+        response = shared.health(name)
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["status"] == "UP"
         assert set(body["components"]) == components, body
     for name in ("bridge", "processor", "archiver"):
         # Health only: the API and its docs are the api's.
-        assert httpx.get(stack.http[name] + "/api/stats").status_code == 404
-        assert f"Health     {stack.http[name]}/api/health" in stack.log(name)
+        assert httpx.get(shared.http[name] + "/api/stats").status_code == 404
+        assert f"Health     {shared.http[name]}/api/health" in shared.log(name)
 
 
-def test_every_role_serves_metrics_of_its_own(stack: Stack) -> None:
+def test_every_role_serves_metrics_of_its_own(shared: Stack) -> None:
     """Each process counts what it did itself: the bridge what it received and published, the
     processor and the archiver what they consumed and wrote, an api its commands and
     requests."""
     device = f"metered-{uuid.uuid4().hex[:6]}"
     lines = [orjson.dumps({"x": float(i), "y": 0.0, "seq": i}).decode() for i in range(50)]
     subprocess.run(
-        [require("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(stack.mqtt_port), "-q", "1",
+        [require("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(shared.mqtt_port), "-q", "1",
          "-t", f"sensors/{device}/coordinates", "-l"],
         input="\n".join(lines).encode() + b"\n", check=True, timeout=30,
     )  # fmt: skip
     subprocess.run(
-        [require("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(stack.mqtt_port), "-q", "1",
+        [require("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(shared.mqtt_port), "-q", "1",
          "-t", f"sensors/{device}/coordinates", "-m", "not json"],
         check=True, timeout=10,
     )  # fmt: skip
-    api = stack.http["api1"]
+    api = shared.http["api1"]
     command = httpx.post(f"{api}/api/commands/{device}", json={"command": "tracking"})
     assert command.status_code == 202, command.text
     deadline = time.monotonic() + 30
     while httpx.get(f"{api}/api/devices/{device}").json().get("seq") != 49:
-        assert time.monotonic() < deadline, stack.log("processor")[-2000:]
+        assert time.monotonic() < deadline, shared.log("processor")[-2000:]
         time.sleep(0.1)
 
     bridge = scrape_until(
-        stack.http["bridge"],
+        shared.http["bridge"],
         lambda got: got.total("iotstream_bus_published_events_total", kind="raw") >= 1,
     )
     assert bridge.value("iotstream_build_info", role="bridge") == 1
@@ -194,7 +215,7 @@ def test_every_role_serves_metrics_of_its_own(stack: Stack) -> None:
 
     # Until everything is committed: end offset - committed offset is 0 on every partition.
     processor = scrape_until(
-        stack.http["processor"],
+        shared.http["processor"],
         lambda got: (
             got.total("iotstream_bus_consumed_events_total", group="processor") >= 52
             and bool(got.labels("iotstream_bus_consumer_lag_events", "partition"))
@@ -203,18 +224,18 @@ def test_every_role_serves_metrics_of_its_own(stack: Stack) -> None:
     )
     assert processor.value("iotstream_build_info", role="processor") == 1
     assert processor.labels("iotstream_bus_consumer_lag_events", "partition") <= {
-        f"{topic}-{n}" for topic in (stack.topic, f"{stack.topic}.deadletter") for n in range(8)
+        f"{topic}-{n}" for topic in (shared.topic, f"{shared.topic}.deadletter") for n in range(8)
     }
     assert (processor.value("iotstream_store_write_duration_seconds_count") or 0) >= 1
     assert processor.value("iotstream_store_up") == 1
     assert processor.value("iotstream_pipeline_lag_seconds", group="processor") is not None
     assert processor.value("iotstream_mqtt_connected") is None
-    health = stack.health("processor").json()
+    health = shared.health("processor").json()
     assert health["consumerLag"] == {"processor": 0}
     assert set(health["pipelineLagSeconds"]) == {"processor"}
 
     archiver = scrape_until(
-        stack.http["archiver"],
+        shared.http["archiver"],
         lambda got: got.total("iotstream_lake_rows_written_total", table="readings") >= 50,
     )
     assert archiver.total("iotstream_bus_consumed_events_total", group="archiver") >= 52
@@ -246,16 +267,16 @@ async def until_device(ws: Any, device: str, timeout: float = 30) -> dict[str, A
                 return state  # type: ignore[no-any-return]
 
 
-async def test_a_coordinate_reaches_websocket_clients_of_both_apis(stack: Stack) -> None:
+async def test_a_coordinate_reaches_websocket_clients_of_both_apis(shared: Stack) -> None:
     device = f"robot-{uuid.uuid4().hex[:6]}"
     async with (
-        connect(stack.http["api1"].replace("http", "ws") + "/coordinates") as ws1,
-        connect(stack.http["api2"].replace("http", "ws") + "/coordinates") as ws2,
+        connect(shared.http["api1"].replace("http", "ws") + "/coordinates") as ws1,
+        connect(shared.http["api2"].replace("http", "ws") + "/coordinates") as ws2,
     ):
         for ws in (ws1, ws2):
             assert orjson.loads(await ws.recv())["type"] == "snapshot"
         subprocess.run(
-            [require("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(stack.mqtt_port), "-q", "1",
+            [require("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(shared.mqtt_port), "-q", "1",
              "-t", f"sensors/{device}/coordinates", "-m", '{"x": 123.45, "y": 67.89}'],
             check=True, timeout=10,
         )  # fmt: skip
@@ -263,32 +284,32 @@ async def test_a_coordinate_reaches_websocket_clients_of_both_apis(stack: Stack)
             state = await until_device(ws, device)
             assert (state["x"], state["y"]) == (123.45, 67.89)
     for api in ("api1", "api2"):
-        body = httpx.get(f"{stack.http[api]}/api/devices/{device}").json()
+        body = httpx.get(f"{shared.http[api]}/api/devices/{device}").json()
         assert body["x"] == 123.45
-        stats = httpx.get(f"{stack.http[api]}/api/stats").json()
+        stats = httpx.get(f"{shared.http[api]}/api/stats").json()
         assert stats["perDevice"][device] == 1
 
 
-def test_a_command_posted_to_either_api_reaches_the_device(stack: Stack) -> None:
+def test_a_command_posted_to_either_api_reaches_the_device(shared: Stack) -> None:
     device = f"orin-{uuid.uuid4().hex[:6]}"
     ids = []
-    with MqttListener(stack.mqtt_port, f"orin/{device}/command") as device_side:
+    with MqttListener(shared.mqtt_port, f"orin/{device}/command") as device_side:
         for api, command in (("api1", "tracking"), ("api2", "slam")):
             response = httpx.post(
-                f"{stack.http[api]}/api/commands/{device}", json={"command": command}
+                f"{shared.http[api]}/api/commands/{device}", json={"command": command}
             )
             assert response.status_code == 202, response.text
             ids.append(response.json()["id"])
         assert device_side.lines(2) == ["tracking", "slam"]
     # The device's report goes bridge -> Kafka -> processor -> Redis: the other api sees it.
     subprocess.run(
-        [require("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(stack.mqtt_port), "-q", "1",
+        [require("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(shared.mqtt_port), "-q", "1",
          "-t", f"orin/{device}/command/result",
          "-m", orjson.dumps({"id": ids[0], "status": "succeeded", "result": 1}).decode()],
         check=True, timeout=10,
     )  # fmt: skip
     deadline = time.monotonic() + 30
-    while (command := httpx.get(f"{stack.http['api2']}/api/commands/{ids[0]}").json())[
+    while (command := httpx.get(f"{shared.http['api2']}/api/commands/{ids[0]}").json())[
         "status"
     ] != "succeeded":
         assert time.monotonic() < deadline, command
