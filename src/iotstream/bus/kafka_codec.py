@@ -105,11 +105,24 @@ def _payload(document: Document) -> bytes:
         raise UndecodableRecord("'pl' is not base64") from None
 
 
+_KNOWN_IDS: dict[str, DeviceId] = {}
+"""Device ids already checked: a fleet's few thousand ids come back in every batch."""
+KNOWN_IDS_LIMIT = 100_000
+
+
 def _device_id(document: Document) -> DeviceId:
+    text = _text(document, "id")
+    known = _KNOWN_IDS.get(text)
+    if known is not None:
+        return known
     try:
-        return DeviceId.parse(_text(document, "id"))
+        device_id = DeviceId.parse(text)
     except InvalidDeviceId as exc:
         raise UndecodableRecord(f"'id': {exc}") from None
+    if len(_KNOWN_IDS) >= KNOWN_IDS_LIMIT:
+        _KNOWN_IDS.clear()
+    _KNOWN_IDS[text] = device_id
+    return device_id
 
 
 # --- one entry per kind ----------------------------------------------------------------

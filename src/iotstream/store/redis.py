@@ -43,10 +43,15 @@ as orjson wrote it. One hash of whole JSON states keeps reads to one HGET or
 HVALS and one ``orjson.loads`` per device.
 
 Duplicates: a reading's fingerprint is a BLAKE2b-128 of its device time and
-its sorted JSON members, computed in Python so Redis spends no CPU on it;
+its fields as JSON with sorted keys, computed in Python so Redis spends no CPU on it;
 readings compare by their JSON, so ``1`` and ``1.0`` differ here, unlike in
-the memory store. Last-seen only moves forward (``ZADD GT``), so a replay
-beyond the window cannot make a live device look silent, and a device whose
+the memory store. A device's readings in a batch usually are all newer than its
+state, and then none can repeat one the window holds: the client sends them merged
+(the fields of the readings that apply, each with its last value) with their
+fingerprints, and the script appends those to the window and merges once per device
+instead of once per reading. A device whose batch is not all newer is sent back by
+the script and goes again reading by reading. Last-seen only moves forward (``ZADD GT``),
+so a replay beyond the window cannot make a live device look silent, and a device whose
 state comes out byte-identical is not reported as changed.
 
 Commands: each write is ``redis_command.lua``, a compare-and-set of the command's JSON that
@@ -69,6 +74,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Collection, Sequence
 from contextlib import asynccontextmanager
@@ -121,9 +127,15 @@ COMMAND_RETRIES = 20
 """Compare-and-set attempts of one command move before the store gives up."""
 
 
-def _fingerprint(ts: bytes, members: list[bytes]) -> bytes:
-    """What makes two readings of a device equal: device time and fields, in any order."""
-    return hashlib.blake2b(b"\n".join([ts, *sorted(members)]), digest_size=16).digest()
+def _fingerprint(reading: Reading) -> bytes:
+    """What makes two readings of a device equal: device time and fields, keys in any order."""
+    text = orjson.dumps((reading.timestamp, reading.fields), option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(text, digest_size=16).digest()
+
+
+def _members(fields: dict[str, Any]) -> list[bytes]:
+    """Each field as a ``"key":value`` JSON member."""
+    return [orjson.dumps({key: value})[1:-1] for key, value in fields.items()]
 
 
 def _deadletter(item: Rejected) -> bytes:
@@ -245,49 +257,84 @@ class RedisStore(Store):
     async def apply(self, batch: Batch) -> Changes:
         if not batch:
             return Changes()
-        texts = await self._run("apply", self._apply(keys=self._keys, args=self._apply_args(batch)))
-        if batch.replies:
-            await self._apply_replies(batch.replies)
-        return Changes(updated=[orjson.loads(text) for text in texts])
-
-    def _apply_args(self, batch: Batch) -> list[Any]:
         by_device: dict[str, list[Reading]] = {}
         for reading in batch.readings:
             readings = by_device.get(reading.device_id)
             if readings is None:
                 readings = by_device[reading.device_id] = []
             readings.append(reading)
+        texts, deferred = await self._apply_call(self._apply_args(batch, by_device))
+        if deferred:
+            # Devices whose batch was not all newer than their state: reading by reading.
+            again = {device_id: by_device[device_id.decode()] for device_id in deferred}
+            args = self._head(len(again), 0, 0, 0, 0)
+            for device_id, readings in again.items():
+                args += self._readings_form(device_id.decode(), readings)
+            texts += (await self._apply_call(args))[0]
+        if batch.replies:
+            await self._apply_replies(batch.replies)
+        return Changes(updated=[orjson.loads(text) for text in texts])
+
+    async def _apply_call(self, args: list[Any]) -> tuple[list[bytes], list[bytes]]:
+        changed, deferred = await self._run("apply", self._apply(keys=self._keys, args=args))
+        return changed, deferred
+
+    def _head(self, *counts: int) -> list[Any]:
+        """The script's first arguments; ``counts`` are its #devices, #topics, #reasons, #raw
+        and #rejected."""
+        return [self._deadletter_limit, self._dedupe_window, *counts, self._channel]
+
+    def _apply_args(self, batch: Batch, by_device: dict[str, list[Reading]]) -> list[Any]:
         topics = Counter(raw.topic for raw in batch.raw)
         reasons = Counter(item.reason for item in batch.rejected)
+        args = self._head(
+            len(by_device), len(topics), len(reasons), len(batch.raw), len(batch.rejected)
+        )
         window, dumps = self._dedupe_window, orjson.dumps
-        args: list[Any] = [
-            self._deadletter_limit,
-            window,
-            len(by_device),
-            len(topics),
-            len(reasons),
-            len(batch.raw),
-            len(batch.rejected),
-            self._channel,
-        ]
         for device_id, readings in by_device.items():
-            fingerprints: list[bytes] = []
-            lines: list[bytes] = []
+            fingerprints = [_fingerprint(reading) for reading in readings] if window else []
+            if len(set(fingerprints)) < len(fingerprints):
+                # A repeat inside the batch: only the window, reading by reading, finds which.
+                args += self._readings_form(device_id, readings, fingerprints)
+                continue
+            # The readings the script would apply in turn: each one not older than any before.
+            merged: dict[str, Any] = {}
+            newest = -math.inf
+            applied = readings[0]
+            oldest, seen = applied.timestamp, applied.received_at
             for reading in readings:
-                members = [dumps({key: value})[1:-1] for key, value in reading.fields.items()]
-                ts = dumps(reading.timestamp)
-                if window:
-                    fingerprints.append(_fingerprint(ts, members))
-                lines += (ts, dumps(reading.received_at), b"%d" % len(members))
-                lines += members
-            args += (device_id, dumps(device_id), len(readings))
-            args += (b"".join(fingerprints), b"\n".join(lines))
+                ts = reading.timestamp
+                if ts >= newest:
+                    newest, applied = ts, reading
+                    merged.update(reading.fields)
+                elif ts < oldest:
+                    oldest = ts
+                if reading.received_at > seen:
+                    seen = reading.received_at
+            lines = [device_id.encode(), dumps(device_id), b"%d" % len(readings), dumps(oldest)]
+            lines += (dumps(seen), dumps(applied.timestamp), dumps(applied.received_at))
+            lines.append(b"%d" % len(readings[0].fields))
+            lines += _members(merged)
+            args += (b"m", b"".join(fingerprints), b"\n".join(lines))
         for counts in (topics, reasons):
             for name, count in counts.items():
                 args += (name, count)
         keep = batch.rejected[max(0, len(batch.rejected) - self._deadletter_limit) :]
         args += [_deadletter(item) for item in keep]
         return args
+
+    def _readings_form(
+        self, device_id: str, readings: list[Reading], fingerprints: list[bytes] | None = None
+    ) -> list[Any]:
+        if fingerprints is None:
+            fingerprints = [_fingerprint(r) for r in readings] if self._dedupe_window else []
+        dumps = orjson.dumps
+        lines = [device_id.encode(), dumps(device_id), b"%d" % len(readings)]
+        for reading in readings:
+            members = _members(reading.fields)
+            lines += (dumps(reading.timestamp), dumps(reading.received_at), b"%d" % len(members))
+            lines += members
+        return [b"r", b"".join(fingerprints), b"\n".join(lines)]
 
     async def expire(self, last_seen_before: float) -> list[str]:
         ids = await self._run(

@@ -3,14 +3,24 @@
 --   (redis.py's KEY_NAMES, each under the prefix).
 -- ARGV: deadletter limit, dedupe window, #devices, #topics, #reasons, #raw, #rejected, the
 --   changes channel, then
---   per device: id, id as JSON, #readings, the readings' fingerprints back to back (with a
---     window), and the readings as lines: timestamp as JSON, receive time as JSON, #fields,
---     the members (none of these contains a line feed; one argument per device keeps the
---     client's command encoding cheap);
+--   per device, in one of two forms, three arguments: a form letter, the readings'
+--     fingerprints back to back (with a window), and lines (none contains a line feed; a
+--     few arguments per device keep the client's command encoding cheap): id, id as JSON,
+--     #readings, then
+--     'r' (readings): per reading its timestamp as JSON, receive time as JSON, #fields and
+--       the members;
+--     'm' (merged, when the batch holds no reading of the device twice): the oldest timestamp
+--       and the newest receive time as JSON, the timestamp and receive time of the reading
+--       that is applied last (each one not older than any before it is applied), how many
+--       members the first reading has, and the members of the readings applied in order,
+--       merged (the first reading's keys first, each key with its last value).
+--       It applies when every reading is newer than the stored state (so none can be a
+--       repeat: whatever the window holds is not newer than the state); otherwise the device
+--       is deferred and sent again as 'r';
 --   per topic and per reason: name, count; then the dead letters to keep, oldest first.
 -- Publishes {"updated": [states...], "removed": []} on the channel when a state changed, in
--- the same script as the write, and returns the new JSON state of every device whose state
--- changed.
+-- the same script as the write, and returns {the new JSON state of every device whose state
+-- changed, the ids of the deferred devices}.
 
 local state_key, seen_key, device_key, recent_key = KEYS[1], KEYS[2], KEYS[3], KEYS[8]
 
@@ -60,28 +70,63 @@ end
 
 local limit, window_size, devices = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local topics, reasons = tonumber(ARGV[4]), tonumber(ARGV[5])
-local changed, readings = {}, 0
-local i = 9
-for _ = 1, devices do
-  local id, id_json, count, fingerprints = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
-  local line = string.gmatch(ARGV[i + 4], '[^\n]+')
-  i = i + 5
-  -- The device's recent fingerprints back to back, oldest first (one string: a table of
-  -- them, built and joined again per device and batch, was most of the script's time).
-  local window, window_bytes
-  if window_size > 0 then
-    window_bytes = 16 * window_size
-    window = redis.call('HGET', recent_key, id) or ''
-    if #window > window_bytes then window = string.sub(window, -window_bytes) end
+local window_bytes = 16 * window_size
+local changed, deferred, readings = {}, {}, 0
+
+-- The device's recent fingerprints back to back, oldest first (one string: a table of them,
+-- built and joined again per device and batch, was most of the script's time).
+local function recent_of(id)
+  if window_size == 0 then return nil end
+  local window = redis.call('HGET', recent_key, id) or ''
+  if #window > window_bytes then window = string.sub(window, -window_bytes) end
+  return window
+end
+
+local function parse(old)
+  if not old then return nil, nil, nil end
+  local members, index = split(old)
+  return members, index, tonumber(string.sub(members[index['"timestamp"']], 13))
+end
+
+local function started(members, index, id_json)
+  if members == nil then return {'"deviceId":' .. id_json}, {['"deviceId"'] = 1} end
+  return members, index
+end
+
+-- Their places are taken once a reading applied, as merge() would; their values are written
+-- once, by finish().
+local function stamp_places(members, index)
+  if index['"timestamp"'] == nil then
+    put(members, index, '"timestamp"', '')
+    put(members, index, '"receivedAt"', '')
   end
+end
+
+local function count(id, counted, seen_json, window)
+  if counted == 0 then return end
+  readings = readings + counted
+  redis.call('HINCRBY', device_key, id, counted)
+  -- The score is the exact text: a Lua number would be formatted with fewer digits.
+  redis.call('ZADD', seen_key, 'GT', seen_json, id)
+  if window then redis.call('HSET', recent_key, id, window) end
+end
+
+local function finish(id, old, members, index, ts_json, received_json)
+  members[index['"timestamp"']] = '"timestamp":' .. ts_json
+  members[index['"receivedAt"']] = '"receivedAt":' .. received_json
+  local text = '{' .. table.concat(members, ',\n') .. '}'
+  if text ~= old then
+    redis.call('HSET', state_key, id, text)
+    changed[#changed + 1] = text
+  end
+end
+
+local function readings_form(id, id_json, n, fingerprints, line)
+  local window = recent_of(id)
   local old = redis.call('HGET', state_key, id)
-  local members, index, newest
-  if old then
-    members, index = split(old)
-    newest = tonumber(string.sub(members[index['"timestamp"']], 13))
-  end
+  local members, index, newest = parse(old)
   local counted, seen, seen_json, applied_ts, applied_received = 0, nil, nil, nil, nil
-  for r = 1, count do
+  for r = 1, n do
     local ts_json, received_json, fields = line(), line(), tonumber(line())
     local fingerprint = window and string.sub(fingerprints, 16 * r - 15, 16 * r)
     if window and holds(window, fingerprint) then
@@ -96,39 +141,57 @@ for _ = 1, devices do
       if seen == nil or received > seen then seen, seen_json = received, received_json end
       local ts = tonumber(ts_json)
       if newest == nil or ts >= newest then
-        if members == nil then
-          members, index = {'"deviceId":' .. id_json}, {['"deviceId"'] = 1}
-        end
+        members, index = started(members, index, id_json)
         for _ = 1, fields do
           local member = line()
           put(members, index, key_of(member), member)
         end
-        -- Their places are taken now, as merge() would; their values are written once, below.
-        if index['"timestamp"'] == nil then
-          put(members, index, '"timestamp"', '')
-          put(members, index, '"receivedAt"', '')
-        end
+        stamp_places(members, index)
         newest, applied_ts, applied_received = ts, ts_json, received_json
       else
         for _ = 1, fields do line() end
       end
     end
   end
-  if counted > 0 then
-    readings = readings + counted
-    redis.call('HINCRBY', device_key, id, counted)
-    -- The score is the exact text: a Lua number would be formatted with fewer digits.
-    redis.call('ZADD', seen_key, 'GT', seen_json, id)
-    if window then redis.call('HSET', recent_key, id, window) end
+  count(id, counted, seen_json, window)
+  if applied_ts then finish(id, old, members, index, applied_ts, applied_received) end
+end
+
+local function merged_form(id, id_json, n, fingerprints, line)
+  local oldest, seen_json, ts_json, received_json, first = line(), line(), line(), line(), line()
+  local old = redis.call('HGET', state_key, id)
+  local window = recent_of(id)
+  local members, index, newest = parse(old)
+  if (newest ~= nil and tonumber(oldest) <= newest) or (old == nil and window and #window > 0) then
+    deferred[#deferred + 1] = id
+    return
   end
-  if applied_ts then
-    members[index['"timestamp"']] = '"timestamp":' .. applied_ts
-    members[index['"receivedAt"']] = '"receivedAt":' .. applied_received
-    local text = '{' .. table.concat(members, ',\n') .. '}'
-    if text ~= old then
-      redis.call('HSET', state_key, id, text)
-      changed[#changed + 1] = text
-    end
+  if window then
+    window = window .. fingerprints
+    if #window > window_bytes then window = string.sub(window, -window_bytes) end
+  end
+  count(id, n, seen_json, window)
+  members, index = started(members, index, id_json)
+  first = tonumber(first)
+  if first == 0 then stamp_places(members, index) end
+  local m = 0
+  for member in line do
+    put(members, index, key_of(member), member)
+    m = m + 1
+    if m == first then stamp_places(members, index) end
+  end
+  finish(id, old, members, index, ts_json, received_json)
+end
+
+local i = 9
+for _ = 1, devices do
+  local form, fingerprints, line = ARGV[i], ARGV[i + 1], string.gmatch(ARGV[i + 2], '[^\n]+')
+  i = i + 3
+  local id, id_json, n = line(), line(), tonumber(line())
+  if form == 'm' then
+    merged_form(id, id_json, n, fingerprints, line)
+  else
+    readings_form(id, id_json, n, fingerprints, line)
   end
 end
 for _ = 1, topics do
@@ -150,4 +213,4 @@ end
 if #changed > 0 then
   redis.call('PUBLISH', ARGV[8], '{"updated":[' .. table.concat(changed, ',') .. '],"removed":[]}')
 end
-return changed
+return {changed, deferred}
