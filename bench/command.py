@@ -185,6 +185,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
     from .scenarios import (
         DISTRIBUTED,
         DISTRIBUTED_RUNS,
+        KAFKA_WARMUP,
+        KAFKA_WARMUP_SYSTEMS,
         QUICK_DEFAULT,
         failed,
         for_distributed,
@@ -246,7 +248,11 @@ def _run(args: argparse.Namespace, command: str) -> int:
                     with engines:
                         results["distributed"] = {"run": True, "reason": None}
                         if not args.quick:
-                            _say("warming Kafka up (30 s at 10k msg/s) ...")
+                            _say(
+                                f"warming Kafka up ({KAFKA_WARMUP_SYSTEMS} systems, "
+                                f"{KAFKA_WARMUP.duration:g} s each at "
+                                f"{KAFKA_WARMUP.messages_per_second:,.0f} msg/s) ..."
+                            )
                             warm_up(engines, work)
                         for name in shared:
                             for _ in range(1 if args.quick else DISTRIBUTED_RUNS.get(name, 1)):
