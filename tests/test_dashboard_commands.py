@@ -176,6 +176,27 @@ def test_a_goto_from_the_dashboard_is_tracked_to_success_and_the_robot_reaches_t
     assert history.status_code == 200
 
 
+def test_a_command_whose_last_frame_is_lost_is_fetched_again_on_the_resync(
+    screen: CommandScreen, demo: Server
+) -> None:
+    state = online(demo, "robot1")
+    x = state["x"] + 6.0 if state["x"] < FLOOR[0] / 2 else state["x"] - 6.0
+    command_id = screen.send("robot1", f"goto {x:.2f} {state['y']:.2f}")
+    screen.wait_shown(command_id, "delivered", timeout=20)
+    gaps = screen.dashboard.state()["counts"]["gaps"]
+
+    # The robot drives for seconds; from now on no command frame reaches the page, each loss
+    # shows as a gap at the next frame, and the page resyncs with a snapshot, which holds no
+    # commands.
+    screen.page.evaluate("window.iotstream.loseFrames(100, 'command')")
+    demo.wait_for(
+        f"/api/commands/{command_id}", lambda r: r.json()["status"] == "succeeded", timeout=30
+    )
+    screen.wait_shown(command_id, "succeeded", timeout=10)
+    assert screen.pushed(command_id)[-1] == "succeeded"  # pushed, and lost on the page
+    assert screen.dashboard.state()["counts"]["gaps"] > gaps
+
+
 def test_a_command_to_a_switched_off_robot_expires_on_screen_and_never_runs(
     screen: CommandScreen, demo: Server
 ) -> None:

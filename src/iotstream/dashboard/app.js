@@ -123,6 +123,7 @@ const stream = new CoordinateStream(`${scheme}://${location.host}/coordinates`, 
       commands.applyFrame(frame);
       return;
     }
+    if (frame.type === "snapshot") commands.refresh();
     fleet.applyFrame(frame);
     lastFrameAt = performance.now();
     if (!historyMode.active && selected !== null && !fleet.devices.has(selected)) select(null);
@@ -263,7 +264,7 @@ window.iotstream = Object.freeze({
   perf: () => frameStats.summary(),
   resetPerf: () => frameStats.reset(),
   dropConnection: (holdMs = 0) => stream.drop(holdMs),
-  loseFrames: (count = 1) => stream.loseFrames(count),
+  loseFrames: (count = 1, type = null) => stream.loseFrames(count, type),
 });
 
 function trailPoints(device) {

@@ -31,6 +31,23 @@ export class CommandLog {
     return this.commands.get(id);
   }
 
+  /** Ask the API again for every command not in an end state: after a resync, the frames that
+   * moved them may be lost (a snapshot holds the devices, not the commands). One closed when
+   * its TTL passed while sent or delivered may still get its result. */
+  async refresh() {
+    const open = [...this.commands.values()].filter((command) => !END_STATES.has(command.status));
+    await Promise.all(
+      open.map(async (command) => {
+        try {
+          const response = await authFetch(`/api/commands/${encodeURIComponent(command.id)}`);
+          if (response.ok) this._learn(await response.json());
+        } catch {
+          // unreachable now: the next resync asks again
+        }
+      }),
+    );
+  }
+
   /**
    * Send `text` ("goto 3.5 2.0": a command word, then its args) to a device.
    * @returns {Promise<{ok: true, command: object} | {ok: false, reason: string}>}

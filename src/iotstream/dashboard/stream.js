@@ -37,6 +37,7 @@ export class CoordinateStream {
     this._lastMessage = 0;
     this._awaitingSnapshot = false;
     this._losing = 0;
+    this._losingType = null;
     setInterval(() => this._watch(), 1000);
   }
 
@@ -58,9 +59,11 @@ export class CoordinateStream {
     if (this.status === "reconnecting") this._connect();
   }
 
-  /** Discard the next `count` frames as if the network had lost them. */
-  loseFrames(count) {
+  /** Discard the next `count` frames (of `type` only, when given) as if the network had lost
+   * them. */
+  loseFrames(count, type = null) {
     this._losing += count;
+    this._losingType = type;
   }
 
   _connect() {
@@ -111,7 +114,7 @@ export class CoordinateStream {
       console.warn("iotstream server:", frame.reason);
       return;
     }
-    if (this._losing > 0) {
+    if (this._losing > 0 && (this._losingType === null || frame.type === this._losingType)) {
       this._losing -= 1;
       return;
     }
