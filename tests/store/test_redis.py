@@ -134,6 +134,19 @@ class TestRedisStore(StoreSuite, CommandSuite):
             assert merged > len(batches) * len(devices) / 4
             assert any(deferred for _, deferred in calls)
 
+    async def test_a_window_left_without_its_state_still_finds_repeats(
+        self, store: RedisStore
+    ) -> None:
+        """A device's batch merged at once is checked against the window only through the
+        state's time; a window whose state is gone sends the batch reading by reading."""
+        first = Reading("r1", {"x": 1.0}, T0, T0)
+        await store.apply(Batch(readings=[first]))
+        await store._redis.hdel(store._state, "r1")
+        await store.apply(Batch(readings=[first, Reading("r1", {"x": 2.0}, T0 + 1, T0 + 1)]))
+        assert (await store.counters()).per_device == {"r1": 2}
+        state = await store.device("r1")
+        assert state is not None and state["x"] == 2.0
+
     async def test_a_replay_does_not_move_last_seen_back(self, store: RedisStore) -> None:
         await store.apply(Batch(readings=[Reading("r1", {"x": 1.0}, T0 + 100, T0 + 100)]))
         await store.apply(Batch(readings=[Reading("r1", {"x": 0.0}, T0, T0)]))

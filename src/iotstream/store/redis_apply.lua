@@ -162,7 +162,7 @@ local function merged_form(id, id_json, n, fingerprints, line)
   local old = redis.call('HGET', state_key, id)
   local window = recent_of(id)
   local members, index, newest = parse(old)
-  if (newest ~= nil and tonumber(oldest) <= newest) or (old == nil and window and #window > 0) then
+  if (newest ~= nil and tonumber(oldest) <= newest) or (not old and window and #window > 0) then
     deferred[#deferred + 1] = id
     return
   end
