@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import math
 import os
@@ -49,6 +48,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from harness.engines import MOSQUITTO_AUTOSAVE_SECONDS
+from iotstream.lifecycle import cancel_all
 
 from .errors import BenchError
 from .generator import CONNECT_TIMEOUT, HOST, PAYLOAD, _str16, _varint, device_ids
@@ -299,9 +299,7 @@ class _Session:
     async def close(self) -> None:
         self._closing = True
         if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
+            await cancel_all([self._keeper])
         link = self.link
         if link is not None and link.transport is not None:
             link.transport.write(b"\xe0\x00")  # DISCONNECT; the session stays with the broker

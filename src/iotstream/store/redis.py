@@ -26,12 +26,13 @@ Key layout (``{prefix}`` defaults to ``iotstream``)::
     {prefix}:cmd:waiting    set     devices with queued commands
     {prefix}:cmd:idem:{key} string  the id of the command an idempotency key made
 
-Writes: ``apply`` is one EVALSHA per batch, with the whole batch as arguments,
-so a batch is deduplicated, merged, counted and announced on ``{prefix}:changes``
-atomically, and concurrent writers and replays cannot interleave inside it: a
-write whose reply is lost has still been announced, and its replay announces
-nothing twice. ``expire`` removes and announces in one script too. The scripts
-are ``redis_apply.lua`` and ``redis_expire.lua`` beside this module. Redis's Lua ``cjson`` keeps
+Writes: ``apply`` is one EVALSHA per batch, with the whole batch as arguments (a second
+one for the devices the first hands back, see *Duplicates*), so a batch is deduplicated,
+merged, counted and announced on ``{prefix}:changes`` atomically, and concurrent writers
+and replays cannot interleave inside it: a write whose reply is lost has still been
+announced, and its replay announces nothing twice. ``expire`` removes and announces in
+one script too. The scripts are ``redis_apply.lua`` and ``redis_expire.lua`` beside this
+module. Redis's Lua ``cjson`` keeps
 14 significant digits and turns ``1.0`` into ``1`` and ``[]`` into ``{}``, so
 Lua never decodes a value: Python encodes each field as a ``"key":value`` JSON
 member with orjson, and the script only compares timestamps (``tonumber`` of
@@ -263,13 +264,16 @@ class RedisStore(Store):
             if readings is None:
                 readings = by_device[reading.device_id] = []
             readings.append(reading)
-        texts, deferred = await self._apply_call(self._apply_args(batch, by_device))
+        fingerprints: dict[str, list[bytes]] = {}
+        texts, deferred = await self._apply_call(self._apply_args(batch, by_device, fingerprints))
         if deferred:
             # Devices whose batch was not all newer than their state: reading by reading.
-            again = {device_id: by_device[device_id.decode()] for device_id in deferred}
-            args = self._head(len(again), 0, 0, 0, 0)
-            for device_id, readings in again.items():
-                args += self._readings_form(device_id.decode(), readings)
+            args = self._head(len(deferred), 0, 0, 0, 0)
+            for raw_id in deferred:
+                device_id = raw_id.decode()
+                args += self._readings_form(
+                    device_id, by_device[device_id], fingerprints[device_id]
+                )
             texts += (await self._apply_call(args))[0]
         if batch.replies:
             await self._apply_replies(batch.replies)
@@ -284,7 +288,13 @@ class RedisStore(Store):
         and #rejected."""
         return [self._deadletter_limit, self._dedupe_window, *counts, self._channel]
 
-    def _apply_args(self, batch: Batch, by_device: dict[str, list[Reading]]) -> list[Any]:
+    def _apply_args(
+        self,
+        batch: Batch,
+        by_device: dict[str, list[Reading]],
+        fingerprints_of: dict[str, list[bytes]],
+    ) -> list[Any]:
+        """The script's arguments; each device's fingerprints are left in ``fingerprints_of``."""
         topics = Counter(raw.topic for raw in batch.raw)
         reasons = Counter(item.reason for item in batch.rejected)
         args = self._head(
@@ -293,6 +303,7 @@ class RedisStore(Store):
         window, dumps = self._dedupe_window, orjson.dumps
         for device_id, readings in by_device.items():
             fingerprints = [_fingerprint(reading) for reading in readings] if window else []
+            fingerprints_of[device_id] = fingerprints
             if len(set(fingerprints)) < len(fingerprints):
                 # A repeat inside the batch: only the window, reading by reading, finds which.
                 args += self._readings_form(device_id, readings, fingerprints)
@@ -324,10 +335,8 @@ class RedisStore(Store):
         return args
 
     def _readings_form(
-        self, device_id: str, readings: list[Reading], fingerprints: list[bytes] | None = None
+        self, device_id: str, readings: list[Reading], fingerprints: list[bytes]
     ) -> list[Any]:
-        if fingerprints is None:
-            fingerprints = [_fingerprint(r) for r in readings] if self._dedupe_window else []
         dumps = orjson.dumps
         lines = [device_id.encode(), dumps(device_id), b"%d" % len(readings)]
         for reading in readings:
