@@ -79,6 +79,7 @@ import math
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Collection, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -91,11 +92,12 @@ from ..models import QUEUED, Batch, Changes, Command, DeviceState, Reading, Reje
 from .base import COMMAND_RETENTION, CommandMove, Counters, Freshness, Store
 
 try:
+    import hiredis
     from redis.asyncio import Redis
     from redis.asyncio.client import PubSub
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-    from redis.exceptions import NoScriptError, RedisError
+    from redis.exceptions import DataError, NoScriptError, RedisError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise missing_extra("redis", "redis") from exc
 
@@ -128,6 +130,26 @@ COMMAND_RETRIES = 20
 """Compare-and-set attempts of one command move before the store gives up."""
 
 
+def _packed_by_hiredis(connection_class: type[Any]) -> type[Any]:
+    """``connection_class`` encoding commands with hiredis's C packer: redis-py's asyncio
+    connections encode argument by argument in Python, which took longer than the apply
+    script itself for a batch of a thousand devices."""
+
+    class Connection(connection_class):  # type: ignore[misc, valid-type]
+        def pack_command(self, *args: Any) -> list[bytes]:
+            name = args[0]
+            if isinstance(name, str) or b" " in name:  # "SCRIPT LOAD" is two arguments
+                words = name.encode().split() if isinstance(name, str) else name.split()
+                args = (*words, *args[1:])
+            try:
+                return [hiredis.pack_command(args)]
+            except TypeError as exc:
+                raise DataError(str(exc)) from exc
+
+    Connection.__name__ = Connection.__qualname__ = f"Hiredis{connection_class.__name__}"
+    return Connection
+
+
 def _fingerprint(reading: Reading) -> bytes:
     """What makes two readings of a device equal: device time and fields, keys in any order."""
     text = orjson.dumps((reading.timestamp, reading.fields), option=orjson.OPT_SORT_KEYS)
@@ -137,6 +159,109 @@ def _fingerprint(reading: Reading) -> bytes:
 def _members(fields: dict[str, Any]) -> list[bytes]:
     """Each field as a ``"key":value`` JSON member."""
     return [orjson.dumps({key: value})[1:-1] for key, value in fields.items()]
+
+
+KNOWN_LIMIT = 50_000
+"""Devices whose state a store remembers to merge their next readings against; past it, it
+forgets them all and learns them again from the script."""
+_TIMESTAMP_MEMBER = len(b'"timestamp":')
+_PREFIXES: dict[str, bytes] = {}
+"""Field names as the start of a JSON member (``"x":``): a fleet has few of them."""
+PREFIXES_LIMIT = 10_000
+
+
+@dataclass(slots=True)
+class _Known:
+    """A device as this client last wrote or was told it: the state's text and members (by
+    key), its count and window, and its timestamp; for a merge not yet written, the newest
+    receive time it counted and whether the text changed."""
+
+    text: bytes
+    count: int
+    window: bytes
+    members: dict[str, bytes]
+    newest: float
+    seen: float = 0.0
+    changed: bool = False
+
+    @classmethod
+    def read(cls, text: bytes, count: int, window: bytes) -> _Known:
+        members: dict[str, bytes] = {}
+        for member in text[1:-1].split(b",\n"):
+            (key,) = orjson.loads(b"{" + member + b"}")
+            members[key] = member
+        newest = float(orjson.loads(members["timestamp"][_TIMESTAMP_MEMBER:]))
+        return cls(text, count, window, members, newest)
+
+    def merge(
+        self, readings: list[Reading], fingerprints: list[bytes], window_size: int
+    ) -> _Known | None:
+        """The device after ``readings``, in order, exactly as the script's reading-by-reading
+        form leaves it; ``None`` when every one repeats one the window holds."""
+        newest, window = self.newest, self.window
+        merged: dict[str, Any] = {}
+        applied: Reading | None = None
+        seen = -math.inf
+        if len(readings) == 1 and readings[0].timestamp > newest:
+            # The most common batch of a device, and newer than its state (see below).
+            applied = readings[0]
+            newest, merged, seen, counted = (
+                applied.timestamp,
+                applied.fields,
+                applied.received_at,
+                1,
+            )
+            if window_size:
+                window = (window + fingerprints[0])[-16 * window_size :]
+        elif len(set(fingerprints)) == len(fingerprints) and all(
+            reading.timestamp > newest for reading in readings
+        ):
+            # Newer than the state, so newer than all the window holds: none is a repeat.
+            for reading in readings:
+                if reading.timestamp >= newest:
+                    newest, applied = reading.timestamp, reading
+                    merged.update(reading.fields)
+                if reading.received_at > seen:
+                    seen = reading.received_at
+            counted = len(readings)
+            if window_size:
+                window = (window + b"".join(fingerprints))[-16 * window_size :]
+        else:
+            recent = [window[at : at + 16] for at in range(0, len(window), 16)]
+            counted = 0
+            for n, reading in enumerate(readings):
+                if window_size:
+                    fingerprint = fingerprints[n]
+                    if fingerprint in recent:
+                        continue
+                    recent.append(fingerprint)
+                    if len(recent) > window_size:
+                        del recent[0]
+                counted += 1
+                if reading.received_at > seen:
+                    seen = reading.received_at
+                if reading.timestamp >= newest:
+                    newest, applied = reading.timestamp, reading
+                    merged.update(reading.fields)
+            if not counted:
+                return None
+            window = b"".join(recent)
+        count = self.count + counted
+        if applied is None:
+            return _Known(self.text, count, window, self.members, newest, seen)
+        members = self.members.copy()
+        dumps = orjson.dumps
+        for key, value in merged.items():
+            prefix = _PREFIXES.get(key)
+            if prefix is None:
+                if len(_PREFIXES) >= PREFIXES_LIMIT:
+                    _PREFIXES.clear()
+                prefix = _PREFIXES[key] = dumps(key) + b":"
+            members[key] = prefix + dumps(value)
+        members["timestamp"] = b'"timestamp":' + dumps(applied.timestamp)
+        members["receivedAt"] = b'"receivedAt":' + dumps(applied.received_at)
+        text = b"{" + b",\n".join(members.values()) + b"}"
+        return _Known(text, count, window, members, newest, seen, text != self.text)
 
 
 def _deadletter(item: Rejected) -> bytes:
@@ -180,7 +305,9 @@ class RedisStore(Store):
             )
         except ValueError as exc:
             raise ConfigError(f"invalid Redis URL: {exc}") from exc
-        kwargs = self._redis.connection_pool.connection_kwargs
+        pool = self._redis.connection_pool
+        pool.connection_class = _packed_by_hiredis(pool.connection_class)
+        kwargs = pool.connection_kwargs
         where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
         self._location = f"redis {where}/{kwargs.get('db', 0)} prefix {prefix!r}"
         self._deadletter_limit = deadletter_limit
@@ -202,6 +329,7 @@ class RedisStore(Store):
         self._running = False
         self._error: str | None = None
         self._devices = 0
+        self._known: dict[str, _Known] = {}
         self._pinger: asyncio.Task[None] | None = None
 
     # -- lifecycle and health ---------------------------------------------
@@ -265,48 +393,90 @@ class RedisStore(Store):
                 readings = by_device[reading.device_id] = []
             readings.append(reading)
         fingerprints: dict[str, list[bytes]] = {}
-        texts, deferred = await self._apply_call(self._apply_args(batch, by_device, fingerprints))
+        writes: dict[str, _Known] = {}
+        args = self._apply_args(batch, by_device, fingerprints, writes)
+        texts, deferred = await self._apply_call(args, writes)
         if deferred:
-            # Devices whose batch was not all newer than their state: reading by reading.
-            args = self._head(len(deferred), 0, 0, 0, 0)
+            # Devices whose batch was not all newer than their state, or whose state another
+            # writer moved since this client read it: reading by reading.
+            args = self._head(len(deferred), 0, 0, 0, 0, 0)
             for raw_id in deferred:
                 device_id = raw_id.decode()
+                self._known.pop(device_id, None)
                 args += self._readings_form(
                     device_id, by_device[device_id], fingerprints[device_id]
                 )
-            texts += (await self._apply_call(args))[0]
+            texts += (await self._apply_call(args, {}))[0]
         if batch.replies:
             await self._apply_replies(batch.replies)
         return Changes(updated=[orjson.loads(text) for text in texts])
 
-    async def _apply_call(self, args: list[Any]) -> tuple[list[bytes], list[bytes]]:
-        changed, deferred = await self._run("apply", self._apply(keys=self._keys, args=args))
-        return changed, deferred
+    async def _apply_call(
+        self, args: list[Any], writes: dict[str, _Known]
+    ) -> tuple[list[bytes], list[bytes]]:
+        """Runs the script; the states it changed (``writes``' first, in their order) and the
+        deferred devices. What the script and ``writes`` say of each device is kept for the
+        next batch's merge."""
+        changed, deferred, known = await self._run("apply", self._apply(keys=self._keys, args=args))
+        if len(self._known) + len(writes) + len(known) // 4 > KNOWN_LIMIT:
+            self._known.clear()
+        failed = {raw_id.decode() for raw_id in deferred}
+        texts = [
+            entry.text
+            for device_id, entry in writes.items()
+            if device_id not in failed and entry.changed
+        ]
+        for device_id, entry in writes.items():
+            if device_id not in failed:
+                self._known[device_id] = entry
+        for at in range(0, len(known), 4):
+            device_id, text, count, window = known[at : at + 4]
+            if count is not None:  # its count was deleted by hand: not a state to merge on
+                self._known[device_id.decode()] = _Known.read(text, int(count), window)
+        return texts + changed, deferred
 
     def _head(self, *counts: int) -> list[Any]:
-        """The script's first arguments; ``counts`` are its #devices, #topics, #reasons, #raw
-        and #rejected."""
-        return [self._deadletter_limit, self._dedupe_window, *counts, self._channel]
+        """The script's first arguments; ``counts`` are its #devices, #topics, #reasons, #raw,
+        #rejected and #written."""
+        *before, written = counts
+        return [self._deadletter_limit, self._dedupe_window, *before, self._channel, written]
 
     def _apply_args(
         self,
         batch: Batch,
         by_device: dict[str, list[Reading]],
         fingerprints_of: dict[str, list[bytes]],
+        writes: dict[str, _Known],
     ) -> list[Any]:
-        """The script's arguments; each device's fingerprints are left in ``fingerprints_of``."""
+        """The script's arguments; each device's fingerprints are left in ``fingerprints_of``,
+        and the outcome of each device merged here, against what the store last said of it,
+        in ``writes``."""
         topics = Counter(raw.topic for raw in batch.raw)
         reasons = Counter(item.reason for item in batch.rejected)
-        args = self._head(
-            len(by_device), len(topics), len(reasons), len(batch.raw), len(batch.rejected)
-        )
-        window, dumps = self._dedupe_window, orjson.dumps
+        window, dumps, known = self._dedupe_window, orjson.dumps, self._known
+        written: list[Any] = []
+        sent: list[Any] = []
         for device_id, readings in by_device.items():
             fingerprints = [_fingerprint(reading) for reading in readings] if window else []
             fingerprints_of[device_id] = fingerprints
+            before = known.get(device_id)
+            if before is not None:
+                after = before.merge(readings, fingerprints, window)
+                if after is not None:
+                    writes[device_id] = after
+                    written += (
+                        device_id,
+                        before.text,
+                        b"%d" % before.count,
+                        after.text if after.changed else b"",
+                        after.window,
+                        after.count - before.count,
+                        dumps(after.seen),
+                    )
+                continue
             if len(set(fingerprints)) < len(fingerprints):
                 # A repeat inside the batch: only the window, reading by reading, finds which.
-                args += self._readings_form(device_id, readings, fingerprints)
+                sent += self._readings_form(device_id, readings, fingerprints)
                 continue
             # The readings the script would apply in turn: each one not older than any before.
             merged: dict[str, Any] = {}
@@ -326,7 +496,17 @@ class RedisStore(Store):
             lines += (dumps(seen), dumps(applied.timestamp), dumps(applied.received_at))
             lines.append(b"%d" % len(readings[0].fields))
             lines += _members(merged)
-            args += (b"m", b"".join(fingerprints), b"\n".join(lines))
+            sent += (b"m", b"".join(fingerprints), b"\n".join(lines))
+        args = self._head(
+            len(sent) // 3,
+            len(topics),
+            len(reasons),
+            len(batch.raw),
+            len(batch.rejected),
+            len(written) // 7,
+        )
+        args += written
+        args += sent
         for counts in (topics, reasons):
             for name, count in counts.items():
                 args += (name, count)
@@ -353,7 +533,10 @@ class RedisStore(Store):
                 args=[last_seen_before, self._channel],
             ),
         )
-        return [device_id.decode() for device_id in ids]
+        removed = [device_id.decode() for device_id in ids]
+        for device_id in removed:
+            self._known.pop(device_id, None)
+        return removed
 
     # -- reads ------------------------------------------------------------
 

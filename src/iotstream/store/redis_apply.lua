@@ -2,8 +2,13 @@
 -- KEYS: state, lastseen, count:device, count:topic, count:reason, totals, deadletters, recent
 --   (redis.py's KEY_NAMES, each under the prefix).
 -- ARGV: deadletter limit, dedupe window, #devices, #topics, #reasons, #raw, #rejected, the
---   changes channel, then
---   per device, in one of two forms, three arguments: a form letter, the readings'
+--   changes channel, #written, then
+--   per written device ('w': the client merged it against the state and count it read
+--     before, and sends the outcome), seven arguments: id, the state and the count it merged
+--     against, the new state ('' when unchanged), the new window of fingerprints, how many
+--     readings it counted and the newest receive time among them as JSON. It applies when
+--     the device's state and count are still those; otherwise the device is deferred;
+--   per other device, in one of two forms, three arguments: a form letter, the readings'
 --     fingerprints back to back (with a window), and lines (none contains a line feed; a
 --     few arguments per device keep the client's command encoding cheap): id, id as JSON,
 --     #readings, then
@@ -19,8 +24,9 @@
 --       is deferred and sent again as 'r';
 --   per topic and per reason: name, count; then the dead letters to keep, oldest first.
 -- Publishes {"updated": [states...], "removed": []} on the channel when a state changed, in
--- the same script as the write, and returns {the new JSON state of every device whose state
--- changed, the ids of the deferred devices}.
+-- the same script as the write, and returns {the new JSON state of every 'r' or 'm' device
+-- whose state changed, the ids of the deferred devices, and per 'r' or 'm' device that has a
+-- state: id, state, count and window, four items in a row, for the client to merge against}.
 
 local state_key, seen_key, device_key, recent_key = KEYS[1], KEYS[2], KEYS[3], KEYS[8]
 
@@ -71,7 +77,20 @@ end
 local limit, window_size, devices = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local topics, reasons = tonumber(ARGV[4]), tonumber(ARGV[5])
 local window_bytes = 16 * window_size
-local changed, deferred, readings = {}, {}, 0
+local changed, deferred, known, readings = {}, {}, {}, 0
+-- unpack() is bounded by Lua's C stack: calls with many arguments go in chunks.
+local CHUNK = 4000
+
+local function call_chunked(command, key, flag, items)
+  for first = 1, #items, CHUNK do
+    local last = math.min(first + CHUNK - 1, #items)
+    if flag then
+      redis.call(command, key, flag, unpack(items, first, last))
+    else
+      redis.call(command, key, unpack(items, first, last))
+    end
+  end
+end
 
 -- The device's recent fingerprints back to back, oldest first (one string: a table of them,
 -- built and joined again per device and batch, was most of the script's time).
@@ -102,15 +121,17 @@ local function stamp_places(members, index)
   end
 end
 
+-- The device's count after counting ``counted`` more readings.
 local function count(id, counted, seen_json, window)
-  if counted == 0 then return end
+  if counted == 0 then return redis.call('HGET', device_key, id) end
   readings = readings + counted
-  redis.call('HINCRBY', device_key, id, counted)
   -- The score is the exact text: a Lua number would be formatted with fewer digits.
   redis.call('ZADD', seen_key, 'GT', seen_json, id)
   if window then redis.call('HSET', recent_key, id, window) end
+  return redis.call('HINCRBY', device_key, id, counted)
 end
 
+-- The device's state after the merge.
 local function finish(id, old, members, index, ts_json, received_json)
   members[index['"timestamp"']] = '"timestamp":' .. ts_json
   members[index['"receivedAt"']] = '"receivedAt":' .. received_json
@@ -119,6 +140,15 @@ local function finish(id, old, members, index, ts_json, received_json)
     redis.call('HSET', state_key, id, text)
     changed[#changed + 1] = text
   end
+  return text
+end
+
+local function remember(id, text, counted, window)
+  if not text then return end
+  known[#known + 1] = id
+  known[#known + 1] = text
+  known[#known + 1] = counted
+  known[#known + 1] = window or ''
 end
 
 local function readings_form(id, id_json, n, fingerprints, line)
@@ -153,8 +183,10 @@ local function readings_form(id, id_json, n, fingerprints, line)
       end
     end
   end
-  count(id, counted, seen_json, window)
-  if applied_ts then finish(id, old, members, index, applied_ts, applied_received) end
+  local total = count(id, counted, seen_json, window)
+  local text = old
+  if applied_ts then text = finish(id, old, members, index, applied_ts, applied_received) end
+  remember(id, text, total, window)
 end
 
 local function merged_form(id, id_json, n, fingerprints, line)
@@ -170,7 +202,7 @@ local function merged_form(id, id_json, n, fingerprints, line)
     window = window .. fingerprints
     if #window > window_bytes then window = string.sub(window, -window_bytes) end
   end
-  count(id, n, seen_json, window)
+  local total = count(id, n, seen_json, window)
   members, index = started(members, index, id_json)
   first = tonumber(first)
   if first == 0 then stamp_places(members, index) end
@@ -180,10 +212,55 @@ local function merged_form(id, id_json, n, fingerprints, line)
     m = m + 1
     if m == first then stamp_places(members, index) end
   end
-  finish(id, old, members, index, ts_json, received_json)
+  remember(id, finish(id, old, members, index, ts_json, received_json), total, window)
 end
 
-local i = 9
+-- The written devices, each taken when its state and count are what the client merged
+-- against.
+local written = tonumber(ARGV[9])
+local i = 10
+if written > 0 then
+  local ids = {}
+  for d = 1, written do ids[d] = ARGV[i + 7 * (d - 1)] end
+  local olds, counts = {}, {}
+  for first = 1, written, CHUNK do
+    local last = math.min(first + CHUNK - 1, written)
+    local some_olds = redis.call('HMGET', state_key, unpack(ids, first, last))
+    local some_counts = redis.call('HMGET', device_key, unpack(ids, first, last))
+    for d = first, last do
+      olds[d], counts[d] = some_olds[d - first + 1], some_counts[d - first + 1]
+    end
+  end
+  local states, windows, totals, seen = {}, {}, {}, {}
+  for d = 1, written do
+    local id = ids[d]
+    if olds[d] == ARGV[i + 1] and counts[d] == ARGV[i + 2] then
+      local text, n = ARGV[i + 3], tonumber(ARGV[i + 5])
+      if text ~= '' then
+        states[#states + 1] = id
+        states[#states + 1] = text
+        changed[#changed + 1] = text
+      end
+      if window_size > 0 then
+        windows[#windows + 1] = id
+        windows[#windows + 1] = ARGV[i + 4]
+      end
+      totals[#totals + 1] = id
+      totals[#totals + 1] = tonumber(ARGV[i + 2]) + n
+      seen[#seen + 1] = ARGV[i + 6]
+      seen[#seen + 1] = id
+      readings = readings + n
+    else
+      deferred[#deferred + 1] = id
+    end
+    i = i + 7
+  end
+  call_chunked('HSET', state_key, nil, states)
+  call_chunked('HSET', recent_key, nil, windows)
+  call_chunked('HSET', device_key, nil, totals)
+  call_chunked('ZADD', seen_key, 'GT', seen)
+end
+local written_changes = #changed
 for _ = 1, devices do
   local form, fingerprints, line = ARGV[i], ARGV[i + 1], string.gmatch(ARGV[i + 2], '[^\n]+')
   i = i + 3
@@ -213,4 +290,7 @@ end
 if #changed > 0 then
   redis.call('PUBLISH', ARGV[8], '{"updated":[' .. table.concat(changed, ',') .. '],"removed":[]}')
 end
-return {changed, deferred}
+-- The client knows the states it wrote; it is told the others.
+local merged_here = {}
+for c = written_changes + 1, #changed do merged_here[#merged_here + 1] = changed[c] end
+return {merged_here, deferred, known}
