@@ -135,7 +135,7 @@ def _packed_by_hiredis(connection_class: type[Any]) -> type[Any]:
     connections encode argument by argument in Python, which took longer than the apply
     script itself for a batch of a thousand devices."""
 
-    class Connection(connection_class):  # type: ignore[misc, valid-type]
+    class Connection(connection_class):  # type: ignore[misc]
         def pack_command(self, *args: Any) -> list[bytes]:
             name = args[0]
             if isinstance(name, str) or b" " in name:  # "SCRIPT LOAD" is two arguments
