@@ -146,6 +146,28 @@ class StoreSuite:
         assert await store.device("old") is None
         assert await store.expire(now - 50) == []
 
+    async def test_a_device_heard_again_after_it_expired_starts_a_new_state(
+        self, store: Store
+    ) -> None:
+        now = time.time()
+        first = Reading("r1", {"x": 1.0, "y": 1.0}, now - 100, now - 100)
+        await store.apply(Batch(readings=[first]))
+        assert await store.expire(now - 50) == ["r1"]
+        again = Reading("r1", {"x": 2.0}, now, now)
+        changes = await store.apply(Batch(readings=[again]))
+        assert changes.updated == [
+            {"deviceId": "r1", "x": 2.0, "timestamp": now, "receivedAt": now}
+        ]
+        assert not await store.apply(Batch(readings=[again]))  # a repeat
+        await store.apply(Batch(readings=[Reading("r1", {"x": 3.0}, now, now)]))  # same time
+        assert await store.device("r1") == {
+            "deviceId": "r1",
+            "x": 3.0,
+            "timestamp": now,
+            "receivedAt": now,
+        }
+        assert (await store.counters()).per_device == {"r1": 3}
+
     async def test_freshness_counts_known_and_silent_devices(self, store: Store) -> None:
         now = time.time()
         assert await store.freshness(now) == Freshness(0, 0)

@@ -246,6 +246,25 @@ async def test_a_replay_beyond_the_window_is_counted_but_reports_no_change(
         assert (await store.counters()).per_device == {"r1": 2, "r2": 2}
 
 
+async def test_a_device_another_instance_expired_starts_a_new_state(
+    redis_server: harness.Service,
+) -> None:
+    """The instance that wrote the device last merges its next readings itself, but not
+    against a state that another instance's expiry removed meanwhile."""
+    prefix = unique_prefix()
+    async with (
+        RedisStore(url_of(redis_server), prefix=prefix, dedupe_window=DEDUPE_WINDOW) as one,
+        RedisStore(url_of(redis_server), prefix=prefix, dedupe_window=DEDUPE_WINDOW) as two,
+    ):
+        await one.apply(Batch(readings=[reading("r1", T0, x=1.0, y=1.0)]))
+        assert await two.expire(T0 + 50) == ["r1"]
+        changes = await one.apply(Batch(readings=[reading("r1", T0 + 100, x=2.0)]))
+        state = {"deviceId": "r1", "x": 2.0, "timestamp": T0 + 100, "receivedAt": T0 + 100.01}
+        assert changes.updated == [state]
+        assert await two.device("r1") == state
+        assert (await two.counters()).per_device == {"r1": 2}
+
+
 async def test_concurrent_writers_keep_the_newest_reading(redis_server: harness.Service) -> None:
     prefix = unique_prefix()
     devices = [f"r{d}" for d in range(5)]

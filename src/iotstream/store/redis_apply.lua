@@ -1,13 +1,16 @@
 -- One batch into the store, atomically: deduplicate, merge, count, keep dead letters, announce.
--- KEYS: state, lastseen, count:device, count:topic, count:reason, totals, deadletters, recent
+-- KEYS: state, lastseen, count:device, count:topic, count:reason, totals, deadletters
 --   (redis.py's KEY_NAMES, each under the prefix).
 -- ARGV: deadletter limit, dedupe window, #devices, #topics, #reasons, #raw, #rejected, the
---   changes channel, #written, then
+--   changes channel, #written, the prefix of the windows' keys (a device's is the prefix and
+--   its id), then
 --   per written device ('w': the client merged it against the state and count it read
---     before, and sends the outcome), seven arguments: id, the state and the count it merged
---     against, the new state ('' when unchanged), the new window of fingerprints, how many
---     readings it counted and the newest receive time among them as JSON. It applies when
---     the device's state and count are still those; otherwise the device is deferred;
+--     before, and sends the outcome), eight arguments: id, the count it merged against, the
+--     new state ('' when unchanged), how many readings it counted, the newest receive time
+--     among them as JSON, and its window's new fingerprints: an offset and the bytes written
+--     there, then the bytes written at 0 ('' for none). It applies when the device still has
+--     a state and that count: every reading that moves a state is counted, and an expiry
+--     removes the state; otherwise the device is deferred;
 --   per other device, in one of two forms, three arguments: a form letter, the readings'
 --     fingerprints back to back (with a window), and lines (none contains a line feed; a
 --     few arguments per device keep the client's command encoding cheap): id, id as JSON,
@@ -27,8 +30,12 @@
 -- the same script as the write, and returns {the new JSON state of every 'r' or 'm' device
 -- whose state changed, the ids of the deferred devices, and per 'r' or 'm' device that has a
 -- state: id, state, count and window, four items in a row, for the client to merge against}.
+--
+-- A window is a ring of the device's last #window fingerprints, 16 bytes each: the reading
+-- counted when the device's count was n has slot n mod #window (a slot never written, after
+-- an expiry, holds zeros).
 
-local state_key, seen_key, device_key, recent_key = KEYS[1], KEYS[2], KEYS[3], KEYS[8]
+local state_key, seen_key, device_key, recent_prefix = KEYS[1], KEYS[2], KEYS[3], ARGV[10]
 
 -- The key of a member '"key":value', as JSON text; only an escaped key takes the slow path.
 local function key_of(member)
@@ -92,13 +99,20 @@ local function call_chunked(command, key, flag, items)
   end
 end
 
--- The device's recent fingerprints back to back, oldest first (one string: a table of them,
--- built and joined again per device and batch, was most of the script's time).
+-- The device's window (one string: a table of fingerprints, built and joined again per device
+-- and batch, was most of the script's time)
+-- (with a window) and the device's count, where the next fingerprint goes.
 local function recent_of(id)
-  if window_size == 0 then return nil end
-  local window = redis.call('HGET', recent_key, id) or ''
-  if #window > window_bytes then window = string.sub(window, -window_bytes) end
-  return window
+  if window_size == 0 then return nil, 0 end
+  local window = redis.call('GET', recent_prefix .. id) or ''
+  if #window > window_bytes then window = string.sub(window, 1, window_bytes) end
+  return window, tonumber(redis.call('HGET', device_key, id) or '0')
+end
+
+local function ring_put(window, slot, fingerprint)
+  local at = 16 * slot
+  if #window < at then window = window .. string.rep('\0', at - #window) end
+  return string.sub(window, 1, at) .. fingerprint .. string.sub(window, at + 17)
 end
 
 local function parse(old)
@@ -127,7 +141,7 @@ local function count(id, counted, seen_json, window)
   readings = readings + counted
   -- The score is the exact text: a Lua number would be formatted with fewer digits.
   redis.call('ZADD', seen_key, 'GT', seen_json, id)
-  if window then redis.call('HSET', recent_key, id, window) end
+  if window then redis.call('SET', recent_prefix .. id, window) end
   return redis.call('HINCRBY', device_key, id, counted)
 end
 
@@ -152,7 +166,7 @@ local function remember(id, text, counted, window)
 end
 
 local function readings_form(id, id_json, n, fingerprints, line)
-  local window = recent_of(id)
+  local window, base = recent_of(id)
   local old = redis.call('HGET', state_key, id)
   local members, index, newest = parse(old)
   local counted, seen, seen_json, applied_ts, applied_received = 0, nil, nil, nil, nil
@@ -162,10 +176,7 @@ local function readings_form(id, id_json, n, fingerprints, line)
     if window and holds(window, fingerprint) then
       for _ = 1, fields do line() end
     else
-      if window then
-        window = window .. fingerprint
-        if #window > window_bytes then window = string.sub(window, 17) end
-      end
+      if window then window = ring_put(window, (base + counted) % window_size, fingerprint) end
       counted = counted + 1
       local received = tonumber(received_json)
       if seen == nil or received > seen then seen, seen_json = received, received_json end
@@ -192,15 +203,17 @@ end
 local function merged_form(id, id_json, n, fingerprints, line)
   local oldest, seen_json, ts_json, received_json, first = line(), line(), line(), line(), line()
   local old = redis.call('HGET', state_key, id)
-  local window = recent_of(id)
+  local window, base = recent_of(id)
   local members, index, newest = parse(old)
   if (newest ~= nil and tonumber(oldest) <= newest) or (not old and window and #window > 0) then
     deferred[#deferred + 1] = id
     return
   end
   if window then
-    window = window .. fingerprints
-    if #window > window_bytes then window = string.sub(window, -window_bytes) end
+    for k = 0, n - 1 do
+      local fingerprint = string.sub(fingerprints, 16 * k + 1, 16 * k + 16)
+      window = ring_put(window, (base + k) % window_size, fingerprint)
+    end
   end
   local total = count(id, n, seen_json, window)
   members, index = started(members, index, id_json)
@@ -216,12 +229,12 @@ local function merged_form(id, id_json, n, fingerprints, line)
 end
 
 -- The written devices, each taken when its state and count are what the client merged
--- against.
+-- against (see above).
 local written = tonumber(ARGV[9])
-local i = 10
+local i = 11
 if written > 0 then
   local ids = {}
-  for d = 1, written do ids[d] = ARGV[i + 7 * (d - 1)] end
+  for d = 1, written do ids[d] = ARGV[i + 8 * (d - 1)] end
   local olds, counts = {}, {}
   for first = 1, written, CHUNK do
     local last = math.min(first + CHUNK - 1, written)
@@ -231,32 +244,30 @@ if written > 0 then
       olds[d], counts[d] = some_olds[d - first + 1], some_counts[d - first + 1]
     end
   end
-  local states, windows, totals, seen = {}, {}, {}, {}
+  local states, totals, seen = {}, {}, {}
   for d = 1, written do
     local id = ids[d]
-    if olds[d] == ARGV[i + 1] and counts[d] == ARGV[i + 2] then
-      local text, n = ARGV[i + 3], tonumber(ARGV[i + 5])
+    if olds[d] and counts[d] == ARGV[i + 1] then
+      local text, n = ARGV[i + 2], tonumber(ARGV[i + 3])
       if text ~= '' then
         states[#states + 1] = id
         states[#states + 1] = text
         changed[#changed + 1] = text
       end
-      if window_size > 0 then
-        windows[#windows + 1] = id
-        windows[#windows + 1] = ARGV[i + 4]
-      end
+      local key = recent_prefix .. id
+      if ARGV[i + 6] ~= '' then redis.call('SETRANGE', key, ARGV[i + 5], ARGV[i + 6]) end
+      if ARGV[i + 7] ~= '' then redis.call('SETRANGE', key, 0, ARGV[i + 7]) end
       totals[#totals + 1] = id
-      totals[#totals + 1] = tonumber(ARGV[i + 2]) + n
-      seen[#seen + 1] = ARGV[i + 6]
+      totals[#totals + 1] = tonumber(ARGV[i + 1]) + n
+      seen[#seen + 1] = ARGV[i + 4]
       seen[#seen + 1] = id
       readings = readings + n
     else
       deferred[#deferred + 1] = id
     end
-    i = i + 7
+    i = i + 8
   end
   call_chunked('HSET', state_key, nil, states)
-  call_chunked('HSET', recent_key, nil, windows)
   call_chunked('HSET', device_key, nil, totals)
   call_chunked('ZADD', seen_key, 'GT', seen)
 end
