@@ -155,7 +155,7 @@ class BusSuite:
         await bus.publish(readings("b", range(5)))
         assert len(await drain(consumer, 15)) == 15
         lag = await consumer.lag()
-        assert sum(lag.values()) == 15, lag
+        assert 0 < sum(lag.values()) <= 15, lag  # a Kafka record may pack several readings
         await consumer.commit()
         deadline = time.monotonic() + 10  # a Kafka commit is asynchronous
         while sum((lag := await consumer.lag()).values()) and time.monotonic() < deadline:

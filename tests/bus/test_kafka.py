@@ -25,8 +25,8 @@ import harness
 from iotstream.bus import Consumer as BusConsumer
 from iotstream.bus import Position
 from iotstream.bus import kafka as kafka_module
-from iotstream.bus.kafka import KafkaBus
-from iotstream.bus.kafka_codec import UNDECODABLE
+from iotstream.bus.kafka import PRODUCER_CONFIG, KafkaBus
+from iotstream.bus.kafka_codec import UNDECODABLE, decode_all, partition_of
 from iotstream.errors import BusError
 from iotstream.models import Batch, RawMessage, Reading, Rejected
 
@@ -117,7 +117,8 @@ class TestKafkaBus(BusSuite):
         assert "has 3 partitions, not the 5 configured" in caplog.text
 
     async def test_publish_returns_once_kafka_has_every_record(self, bus: KafkaBus) -> None:
-        await bus.publish(readings("a", range(50)))
+        batch = Batch(readings=[r for d in range(20) for r in readings(f"d{d}", range(5)).readings])
+        await bus.publish(batch)
         reader = Consumer({"bootstrap.servers": bus.bootstrap, "group.id": "watermarks"})
         try:
             stored = sum(
@@ -129,7 +130,47 @@ class TestKafkaBus(BusSuite):
             )
         finally:
             reader.close()
-        assert stored == 50
+        # One record per partition: the 100 readings are packed.
+        assert stored == PARTITIONS
+        records = await asyncio.to_thread(read_topic, bus.bootstrap, bus.topic, stored)
+        events = [event for message in records for event in decode_all(message.value())]
+        assert sorted(events, key=repr) == sorted(batch.readings, key=repr)
+
+    async def test_readings_are_packed_on_the_partition_of_their_device_id(
+        self, bus: KafkaBus
+    ) -> None:
+        """Records keyed by device id through librdkafka's partitioner (as iotstream's
+        command replies are, and other producers' records may be) and each device's packed
+        readings share a partition."""
+        devices = [f"robot-{n}" for n in range(60)] + ["é", "a" * 127, "x-y"]
+        producer = Producer({"bootstrap.servers": bus.bootstrap, **PRODUCER_CONFIG})
+        keyed: dict[str, int] = {}
+        for device in devices:
+            producer.produce(
+                bus.topic,
+                b"keyed",
+                device.encode(),
+                on_delivery=lambda error, message: keyed.__setitem__(
+                    message.key().decode(), message.partition()
+                ),
+            )
+        assert producer.flush(10) == 0
+        assert len(set(keyed.values())) == PARTITIONS
+        await bus.publish(
+            Batch(readings=[r for d in devices for r in readings(d, range(3)).readings])
+        )
+        records = await asyncio.to_thread(
+            read_topic, bus.bootstrap, bus.topic, len(devices) + PARTITIONS
+        )
+        packed = [m for m in records if m.value() != b"keyed"]
+        assert len(packed) == PARTITIONS
+        for message in packed:
+            events = decode_all(message.value())
+            assert len(events) > 1
+            for event in events:
+                assert isinstance(event, Reading)
+                assert keyed[event.device_id] == message.partition()
+                assert partition_of(event.device_id, PARTITIONS) == message.partition()
 
     async def test_records_are_keyed_and_rejects_go_to_the_deadletter_topic(
         self, bus: KafkaBus

@@ -14,14 +14,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
+from iotstream.bus import kafka_codec
 from iotstream.bus.kafka_codec import (
+    READINGS,
     RECORDS,
     UNDECODABLE,
     UndecodableRecord,
     decode,
+    decode_all,
     decode_batch,
     encode,
     encode_batch,
+    murmur2,
+    partition_of,
     schema,
 )
 from iotstream.models import (
@@ -110,7 +115,7 @@ Event = Reading | RawMessage | Rejected | CommandReply
 
 @given(events)
 def test_every_event_round_trips(event: Event) -> None:
-    key, value = encode(event)
+    key, value, _ = encode(event)
     assert decode(value) == event
     by_device = isinstance(event, Reading | CommandReply)
     expected_key = event.device_id if by_device else event.topic  # type: ignore[union-attr]
@@ -122,10 +127,56 @@ def test_a_batch_round_trips_in_events_order(items: list[Event]) -> None:
     batch = Batch.from_events(items)
     records = encode_batch(batch)
     live = [*batch.readings, *batch.raw, *batch.replies]
-    assert [decode(value) for _, value in records.live] == live
-    assert [decode(value) for _, value in records.deadletter] == batch.rejected
+    assert [decode(value) for _, value, _ in records.live] == live
+    assert [decode(value) for _, value, _ in records.deadletter] == batch.rejected
     both = [*records.live, *records.deadletter]
-    assert decode_batch(Record(value) for _, value in both) == batch
+    assert decode_batch(Record(value) for _, value, _ in both) == batch
+
+
+@given(st.lists(events, max_size=40), st.integers(min_value=1, max_value=6))
+def test_packed_readings_round_trip_in_each_devices_order(items: list[Event], n: int) -> None:
+    batch = Batch.from_events(items)
+    records = encode_batch(batch, partitions=n)
+    by_partition: dict[int, list[Reading]] = {}
+    for key, value, partition in records.live:
+        events = decode_all(value)
+        VALIDATOR.validate(orjson.loads(value))
+        if len(events) > 1:
+            assert key is None
+        for event in events:
+            if isinstance(event, Reading):
+                assert partition == partition_of(event.device_id, n)
+                by_partition.setdefault(partition, []).append(event)
+    assert len(by_partition) == len({partition_of(r.device_id, n) for r in batch.readings})
+    decoded = decode_batch(Record(value) for _, value, _ in [*records.live, *records.deadletter])
+    assert (decoded.raw, decoded.replies, decoded.rejected) == (
+        batch.raw,
+        batch.replies,
+        batch.rejected,
+    )
+    for device in {r.device_id for r in batch.readings}:
+        assert [r for r in decoded.readings if r.device_id == device] == [
+            r for r in batch.readings if r.device_id == device
+        ]
+
+
+def test_a_packed_record_stops_at_its_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kafka_codec, "PACK_BYTES", 400)
+    readings = [
+        Reading("robot-1", {"x": float(n), "pad": "-" * 50}, T0 + n, T0 + n) for n in range(20)
+    ]
+    records = encode_batch(Batch(readings=readings), partitions=1).live
+    assert len(records) > 3
+    assert all(len(value) < 400 + 200 for _, value, _ in records)
+    assert [e for _, value, _ in records for e in decode_all(value)] == readings
+    one = encode_batch(Batch(readings=readings[:1]), partitions=1).live
+    assert one == [(b"robot-1", encode(readings[0])[1], 0)]  # a lone reading, keyed
+
+
+def test_kafkas_murmur2() -> None:
+    # Utils.murmur2 of the Java client, as unsigned 32 bits.
+    assert murmur2(b"21") == -973932308 & 0xFFFFFFFF
+    assert murmur2(b"") == 275646681
 
 
 VALIDATOR = Draft202012Validator(schema())
@@ -133,7 +184,7 @@ VALIDATOR = Draft202012Validator(schema())
 
 @given(events)
 def test_every_record_matches_the_published_schema(event: Event) -> None:
-    _, value = encode(event)
+    _, value, _ = encode(event)
     VALIDATOR.validate(orjson.loads(value))
 
 
@@ -145,8 +196,8 @@ def test_the_schema_and_the_record_table_cover_every_kind_of_event() -> None:
         for definition in schema()["$defs"].values()
         if "properties" in definition
     }
-    assert codes == {kind.code for kind in RECORDS}
-    assert len(schema()["oneOf"]) == len(RECORDS)
+    assert codes == {kind.code for kind in RECORDS} | {READINGS}
+    assert len(schema()["oneOf"]) == len(RECORDS) + 1
 
 
 @pytest.mark.parametrize(
@@ -166,7 +217,7 @@ def test_the_schema_refuses_what_is_not_a_record(value: dict[str, Any]) -> None:
 
 
 def test_the_envelope_is_compact_json() -> None:
-    _, value = encode(Reading("robot1", {"x": 1.5, "y": -2.0}, T0, T0 + 0.5))
+    _, value, _ = encode(Reading("robot1", {"x": 1.5, "y": -2.0}, T0, T0 + 0.5))
     assert orjson.loads(value) == {
         "k": "r",
         "id": "robot1",
@@ -174,7 +225,7 @@ def test_the_envelope_is_compact_json() -> None:
         "at": T0 + 0.5,
         "f": {"x": 1.5, "y": -2.0},
     }
-    _, value = encode(RawMessage("test/hello", b"\xff\x00", T0))
+    _, value, _ = encode(RawMessage("test/hello", b"\xff\x00", T0))
     assert orjson.loads(value) == {"k": "m", "tp": "test/hello", "pl": "/wA=", "at": T0}
 
 
@@ -217,12 +268,31 @@ def test_unknown_keys_are_ignored_and_integer_times_accepted() -> None:
 def test_what_is_not_an_event_is_refused_with_the_reason(value: bytes | None, detail: str) -> None:
     with pytest.raises(UndecodableRecord, match=detail):
         decode(value)
+    with pytest.raises(UndecodableRecord, match=detail):
+        decode_all(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        (b'{"k": "R"}', "'r' is not a list"),
+        (b'{"k": "R", "r": []}', "'r' is not a list"),
+        (b'{"k": "R", "r": [1]}', "not an object"),
+        (b'{"k": "R", "r": [{"id": "a", "ts": 1, "at": 1}]}', "has no 'f' key"),
+        (b'{"k": "R", "r": [{"id": "a/b", "ts": 1, "at": 1, "f": {}}]}', "'id': device id"),
+    ],
+)
+def test_a_packed_record_with_anything_but_readings_is_refused(value: bytes, detail: str) -> None:
+    with pytest.raises(UndecodableRecord, match=detail):
+        decode_all(value)
 
 
 @given(st.binary() | json_values.map(orjson.dumps))
 def test_decoding_anything_raises_nothing_but_undecodable_record(value: Any) -> None:
     with contextlib.suppress(UndecodableRecord):
         decode(value)
+    with contextlib.suppress(UndecodableRecord):
+        decode_all(value)
 
 
 def test_an_undecodable_record_becomes_a_dead_letter_naming_its_place() -> None:
@@ -250,5 +320,5 @@ def test_a_record_without_timestamp_is_dated_now() -> None:
 
 def test_payloads_are_standard_base64() -> None:
     payload = bytes(range(256))
-    _, value = encode(RawMessage("t", payload, T0))
+    _, value, _ = encode(RawMessage("t", payload, T0))
     assert base64.b64decode(orjson.loads(value)["pl"]) == payload

@@ -177,20 +177,30 @@ def test_the_jars_are_built_for_the_installed_pyspark() -> None:
 
 def test_spark_decodes_the_bus_records(spark: SparkSession) -> None:
     names = [f.name for f in record_schema().fields]
-    assert names == list(kafka_codec.schema()["$defs"]["reading"]["properties"])
+    assert names == [*kafka_codec.schema()["$defs"]["reading"]["properties"], "r"]
     reading = Reading(DeviceId.parse("robot-1"), {"x": 1.5, "y": -2.0, "note": "hi"}, 1.000001, 2)
+    packed = [
+        Reading(DeviceId.parse("robot-4"), {"x": float(n), "y": 0.5}, 5.0 + n, 6.0)
+        for n in range(3)
+    ]
+    [(_, pack, _)] = kafka_codec.encode_batch(Batch(readings=packed), partitions=1).live
     values = [
         kafka_codec.encode(reading)[1],
         kafka_codec.encode(Reading(DeviceId.parse("robot-2"), {"battery": 80}, 3.0, 3.0))[1],
         kafka_codec.encode(RawMessage("factory/door", b"open", 4.0))[1],
         b"not a record",
         b'{"k": "r", "id": "robot-3"}',
+        pack,
+        b'{"k": "R", "r": "not readings"}',
     ]
     records = spark.createDataFrame([(value,) for value in values], "value BINARY")
     rows = readings(records).selectExpr("device_id", "unix_micros(ts) AS us", "x", "y").collect()
     assert [row.asDict() for row in rows] == [
         {"device_id": "robot-1", "us": 1_000_001, "x": 1.5, "y": -2.0},
         {"device_id": "robot-2", "us": 3_000_000, "x": None, "y": None},
+        {"device_id": "robot-4", "us": 5_000_000, "x": 0.0, "y": 0.5},
+        {"device_id": "robot-4", "us": 6_000_000, "x": 1.0, "y": 0.5},
+        {"device_id": "robot-4", "us": 7_000_000, "x": 2.0, "y": 0.5},
     ]
 
 

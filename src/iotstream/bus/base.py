@@ -79,8 +79,9 @@ class Consumer(ABC):
 
     async def lag(self) -> dict[str, int]:
         """Events of this group not committed yet, per partition this member reads (Kafka:
-        end offset - committed offset of each assigned partition; the in-process log: one
-        partition, ``"0"``). Raises ``BusError`` when the bus cannot tell now."""
+        end offset - committed offset of each assigned partition, in records, one of which
+        may pack several readings; the in-process log: one partition, ``"0"``). Raises
+        ``BusError`` when the bus cannot tell now."""
         return {}
 
     async def __aenter__(self) -> Self:

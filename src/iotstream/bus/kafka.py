@@ -2,8 +2,8 @@
 
 Readings and raw messages go to ``topic``, rejected messages to ``deadletter_topic``; a
 consumer reads both. ``kafka_codec`` beside this module encodes the records (its table says
-which kind goes to which topic); readings are keyed by device id, so each device's events
-keep their order.
+which kind goes to which topic); events are keyed by device id, and readings packed by the
+partition their device id is hashed to, so each device's events keep their order.
 
 librdkafka does its network I/O on threads of its own. Its blocking calls run here in
 worker threads, never on the event loop: one producer thread serves delivery reports and
@@ -28,7 +28,7 @@ from ..errors import BusError, missing_extra
 from ..health import Health
 from ..models import EVENT_KINDS, Batch, Event
 from .base import Bus, Consumer, Placement, Position
-from .kafka_codec import UNDECODABLE, decode_batch, encode_batch
+from .kafka_codec import UNDECODABLE, KafkaRecord, decode_batch, encode_batch
 
 try:
     from confluent_kafka import Consumer as _KafkaConsumer
@@ -46,6 +46,9 @@ ADMIN_TIMEOUT = 30.0
 FLUSH_TIMEOUT = 30.0
 """Seconds ``stop`` waits for records Kafka has not acknowledged yet."""
 _SERVE_INTERVAL = 0.1
+FETCH_RECORDS = 64
+"""Records a poll takes at a time until it has the events it was asked for (a packed record
+holds many readings)."""
 LAG_TIMEOUT = 2.0
 """Seconds each question of a consumer lag (committed offsets, end offsets) may take."""
 
@@ -110,12 +113,12 @@ def _error_code(exc: KafkaException) -> int | None:
 class _Acks:
     """Counts one publish's delivery reports; called on the producer thread only."""
 
-    __slots__ = ("error", "failed", "future", "loop", "pending")
+    __slots__ = ("count", "error", "failed", "future", "loop", "pending")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
-        self.pending = count
+        self.count = self.pending = count
         self.failed = 0
         self.error: KafkaError | None = None
 
@@ -179,11 +182,13 @@ class KafkaBus(Bus):
         self._unreachable: str | None = None
         self._fatal: str | None = None
         self._last_error: str | None = None
+        self._topic_partitions: int | None = None
+        """The main topic's partitions, over which readings are packed (``kafka_codec``)."""
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._create_topics)
+        self._topic_partitions = await asyncio.to_thread(self._create_topics)
         config = {
             "bootstrap.servers": self.bootstrap,
             "client.id": self.client_id,
@@ -220,7 +225,8 @@ class KafkaBus(Bus):
             producer.purge()
             producer.flush(0)  # publishes still waiting fail now instead of never
 
-    def _create_topics(self) -> None:
+    def _create_topics(self) -> int:
+        """Creates the missing topics; the main topic's partitions."""
         admin = AdminClient({"bootstrap.servers": self.bootstrap, "client.id": self.client_id})
         names = [self.topic, self.deadletter_topic]
         try:
@@ -248,7 +254,7 @@ class KafkaBus(Bus):
             if name not in existing
         ]
         if not missing:
-            return
+            return len(existing[self.topic].partitions)
         for name, future in admin.create_topics(missing, operation_timeout=ADMIN_TIMEOUT).items():
             try:
                 future.result()
@@ -258,9 +264,10 @@ class KafkaBus(Bus):
                     raise BusError(f"cannot create Kafka topic {name}: {_error_text(exc)}") from exc
             else:
                 log.info("created Kafka topic %s with %d partitions", name, partitions)
-        self._await_leaders(admin, [topic.topic for topic in missing])
+        return self._await_leaders(admin, [topic.topic for topic in missing])
 
-    def _await_leaders(self, admin: AdminClient, names: list[str]) -> None:
+    def _await_leaders(self, admin: AdminClient, names: list[str]) -> int:
+        """Waits until the ``names`` topics have leaders; the main topic's partitions."""
         # A consumer that subscribes before its broker's metadata lists a new topic is not
         # assigned that topic's partitions until its next metadata refresh, minutes later.
         deadline = time.monotonic() + ADMIN_TIMEOUT
@@ -275,7 +282,7 @@ class KafkaBus(Bus):
                 and all(p.leader >= 0 for p in topics[name].partitions.values())
                 for name in names
             ):
-                return
+                return len(topics[self.topic].partitions)
             if time.monotonic() > deadline:
                 raise BusError(f"Kafka topics {names} have no leaders after {ADMIN_TIMEOUT} s")
             time.sleep(_SERVE_INTERVAL)
@@ -311,22 +318,26 @@ class KafkaBus(Bus):
             self._unreachable = None
 
     def _produce(
-        self, producer: Producer, topic: str, records: list[tuple[bytes, bytes]], acks: _Acks
+        self, producer: Producer, topic: str, records: list[KafkaRecord], acks: _Acks
     ) -> None:
-        for key, value in records:
+        for key, value, partition in records:
             while True:
                 try:
-                    producer.produce(topic, value, key, on_delivery=acks)
+                    producer.produce(topic, value, key, partition, on_delivery=acks)
                     break
                 except BufferError:
                     # The queue is full until delivery reports free room in it.
                     with self._room:
                         self._room.wait(_SERVE_INTERVAL)
 
-    def _produce_batch(self, producer: Producer, batch: Batch, acks: _Acks) -> None:
-        records = encode_batch(batch)
+    def _produce_batch(
+        self, producer: Producer, batch: Batch, loop: asyncio.AbstractEventLoop
+    ) -> _Acks:
+        records = encode_batch(batch, self._topic_partitions)
+        acks = _Acks(loop, len(records.live) + len(records.deadletter))
         self._produce(producer, self.topic, records.live, acks)
         self._produce(producer, self.deadletter_topic, records.deadletter, acks)
+        return acks
 
     async def publish(self, batch: Batch) -> None:
         """Returns once Kafka acknowledged every record; raises ``BusError`` if any failed."""
@@ -337,13 +348,11 @@ class KafkaBus(Bus):
             raise BusError("the Kafka bus is not started")
         if self._fatal is not None:
             raise BusError(f"the Kafka producer failed: {self._fatal}")
-        acks = _Acks(asyncio.get_running_loop(), len(batch))
         try:
             # One thread produces, so batches reach Kafka in the order publish was called,
             # even when several publishes await their acknowledgements at once.
-            await asyncio.get_running_loop().run_in_executor(
-                producing, self._produce_batch, producer, batch, acks
-            )
+            loop = asyncio.get_running_loop()
+            acks = await loop.run_in_executor(producing, self._produce_batch, producer, batch, loop)
         except KafkaException as exc:
             raise BusError(f"Kafka refused a record: {_error_text(exc)}") from exc
         except orjson.JSONEncodeError as exc:
@@ -351,7 +360,8 @@ class KafkaBus(Bus):
         await acks.future
         if acks.error is not None:
             raise BusError(
-                f"Kafka did not take {acks.failed} of {len(batch)} records: {acks.error.str()}"
+                f"Kafka did not take {acks.failed} of {acks.count} records of {len(batch)} "
+                f"events: {acks.error.str()}"
             )
 
     # --- consuming and health -------------------------------------------------------------
@@ -481,16 +491,30 @@ class KafkaConsumer(Consumer):
         if self._misplaced is not None:
             raise BusError(f"partitions were assigned without a placement: {self._misplaced}")
         self._revoked.clear()
+        batch = Batch()
+        self._positions = {}
         # consume(n, timeout) waits until it has n records or the timeout passed, so it is
-        # only asked for what has arrived; poll returns as soon as one record is there.
-        messages = self._consumer.consume(max_events, 0)
-        if not messages:
-            first = self._consumer.poll(timeout)
-            if first is None:
-                return self._decode([])
-            messages = [first]
-            if max_events > 1:
-                messages.extend(self._consumer.consume(max_events - 1, 0))
+        # only asked for what has arrived; poll returns as soon as one record is there. A
+        # record may hold many readings: records are taken a few at a time until the batch
+        # has ``max_events``.
+        while len(batch) < max_events:
+            wanted = min(max_events - len(batch), FETCH_RECORDS)
+            messages = self._consumer.consume(wanted, 0)
+            if not messages:
+                if batch:
+                    break
+                first = self._consumer.poll(timeout)
+                if first is None:
+                    break
+                messages = [first]
+                if wanted > 1:
+                    messages += self._consumer.consume(wanted - 1, 0)
+            self._decode(messages, batch)
+            if len(messages) < wanted:
+                break  # that is all that has arrived
+        return batch
+
+    def _decode(self, messages: list[Message], batch: Batch) -> None:
         if self._misplaced is not None:
             raise BusError(f"partitions were assigned without a placement: {self._misplaced}")
         revoked = self._revoked
@@ -504,13 +528,8 @@ class KafkaConsumer(Consumer):
                 raise BusError(f"the Kafka consumer failed: {error.str()}")
             else:
                 self._on_error(error)
-        return self._decode(records)
-
-    def _decode(self, records: list[Message]) -> Batch:
-        if self._placement is None:
-            return decode_batch(records)
-        self._positions = {}
-        return decode_batch(records, self._positions)
+        positions = None if self._placement is None else self._positions
+        decode_batch(records, positions, batch)
 
     async def poll(self, max_events: int = 10_000, timeout: float = 1.0) -> Batch:
         batch = await self._call(self._fetch, max_events, timeout)

@@ -9,6 +9,7 @@ as a JSON Schema for other consumers (Spark reads the topic with it):
 kind          key         value
 ============  ==========  ====================================================================
 Reading       device id   ``{"k":"r","id":device_id,"ts":timestamp,"at":received_at,"f":{...}}``
+Readings      none        ``{"k":"R","r":[{"id":...,"ts":...,"at":...,"f":{...}}, ...]}``
 RawMessage    MQTT topic  ``{"k":"m","tp":topic,"pl":payload,"at":received_at}``
 Rejected      MQTT topic  ``{"k":"x","tp":topic,"pl":payload,"n":size,"why":reason,``
                           ``"msg":detail,"at":received_at}``
@@ -20,6 +21,15 @@ CommandReply  device id   ``{"k":"c","id":device_id,"cmd":command_id,"st":status
 ``pl`` the payload bytes in standard base64 so that any bytes round-trip exactly. Decoding
 ignores keys it does not know, so a later writer may add some.
 
+``Readings`` packs several readings into one record, each as a reading's value without its
+``k``: ``encode_batch`` given the topic's partition count writes a batch's readings as one
+such record per partition (at most ``PACK_BYTES`` of readings each; a partition's lone
+reading stays a ``Reading`` record), on the partition Kafka's own partitioner gives each
+device id (``partition_of``: murmur2, as the Java client and librdkafka's
+``murmur2_random`` hash a key), so a device's readings keep their order and share a
+partition with its keyed records. Every record, its key and its delivery report cost the
+producer, the broker and each consumer about as much as a small reading itself.
+
 A value that is not such a record (someone else wrote to the topic) does not stop a
 consumer: ``decode_batch`` turns it into a ``Rejected`` with reason ``undecodable_record``
 whose topic names the record's place (``kafka:<topic>-<partition>@<offset>``), so it is
@@ -30,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -56,8 +67,15 @@ from .base import Position
 UNDECODABLE = "undecodable_record"
 SCHEMA = "kafka_record.schema.json"
 
-KafkaRecord = tuple[bytes, bytes]
-"""``(key, value)`` of one record."""
+KafkaRecord = tuple[bytes | None, bytes, int]
+"""``(key, value, partition)`` of one record; partition ``UNASSIGNED``: the partitioner's."""
+UNASSIGNED = -1
+READINGS = "R"
+PACK_BYTES = 256 * 1024
+"""Readings of a packed record stop at about this many bytes: Kafka refuses a record over a
+megabyte by default."""
+_PACK_HEAD = b'{"k":"' + READINGS.encode() + b'","r":['
+
 
 Document = dict[str, Any]
 E = TypeVar("E", bound=Event)
@@ -242,26 +260,91 @@ class Records(NamedTuple):
 def _encode(kind: RecordKind[Any], event: Event) -> KafkaRecord:
     document = kind.value(event)
     document["k"] = kind.code
-    return kind.key(event).encode(), orjson.dumps(document)
+    return kind.key(event).encode(), orjson.dumps(document), UNASSIGNED
 
 
 def encode(event: Event) -> KafkaRecord:
     return _encode(_BY_TYPE[type(event)], event)
 
 
-def encode_batch(batch: Batch) -> Records:
-    """Every event's record, split by topic; ``RECORDS`` lists kinds in ``Batch`` order."""
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 of a key (the Java client's ``Utils.murmur2``), as an unsigned 32 bits."""
+    m, length = 0x5BD1E995, len(data)
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    whole = length - length % 4
+    for (k,) in struct.iter_unpack("<I", data[:whole]):
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    rest = length % 4
+    if rest:
+        if rest == 3:
+            h ^= data[whole + 2] << 16
+        if rest >= 2:
+            h ^= data[whole + 1] << 8
+        h ^= data[whole]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
+_HASHES: dict[str, int] = {}
+"""``murmur2`` of device ids already seen, positive as Kafka makes it."""
+
+
+def partition_of(device_id: str, partitions: int) -> int:
+    """The partition Kafka's partitioner gives records keyed by ``device_id``."""
+    hashed = _HASHES.get(device_id)
+    if hashed is None:
+        if len(_HASHES) >= KNOWN_IDS_LIMIT:
+            _HASHES.clear()
+        hashed = _HASHES[device_id] = murmur2(device_id.encode()) & 0x7FFFFFFF
+    return hashed % partitions
+
+
+def _packed(readings: list[Reading], partitions: int) -> list[KafkaRecord]:
+    by_partition: dict[int, list[Reading]] = {}
+    for reading in readings:
+        partition = partition_of(reading.device_id, partitions)
+        some = by_partition.get(partition)
+        if some is None:
+            some = by_partition[partition] = []
+        some.append(reading)
+    records: list[KafkaRecord] = []
+    for partition, some in by_partition.items():
+        if len(some) == 1:
+            key, value, _ = _encode(_BY_TYPE[Reading], some[0])
+            records.append((key, value, partition))
+            continue
+        values = [orjson.dumps(_reading_value(reading)) for reading in some]
+        first, size = 0, 0
+        for n, value in enumerate(values):
+            if size + len(value) > PACK_BYTES and n > first:
+                records.append((None, _PACK_HEAD + b",".join(values[first:n]) + b"]}", partition))
+                first, size = n, 0
+            size += len(value) + 1
+        records.append((None, _PACK_HEAD + b",".join(values[first:]) + b"]}", partition))
+    return records
+
+
+def encode_batch(batch: Batch, partitions: int | None = None) -> Records:
+    """Every event's record, split by topic; ``RECORDS`` lists kinds in ``Batch`` order. With
+    the main topic's ``partitions``, readings are packed (see the module docstring)."""
     records = Records([], [])
     for kind in RECORDS:
         events = batch.of(kind.type)
         if events:
             target = records.deadletter if kind.deadletter else records.live
-            target.extend([_encode(kind, event) for event in events])
+            if kind.type is Reading and partitions:
+                target.extend(_packed(events, partitions))
+            else:
+                target.extend([_encode(kind, event) for event in events])
     return records
 
 
-def decode(value: bytes | None) -> Event:
-    """The event a record value encodes; raises ``UndecodableRecord`` for anything else."""
+def _document(value: bytes | None) -> Document:
     if value is None:
         raise UndecodableRecord("the record has no value")
     try:
@@ -270,6 +353,10 @@ def decode(value: bytes | None) -> Event:
         raise UndecodableRecord(f"not JSON: {exc}") from None
     if type(document) is not dict:
         raise UndecodableRecord("not a JSON object")
+    return document
+
+
+def _event(document: Document) -> Event:
     try:
         code = document["k"]
         kind = _BY_CODE.get(code) if type(code) is str else None
@@ -279,6 +366,32 @@ def decode(value: bytes | None) -> Event:
         return event
     except KeyError as exc:
         raise UndecodableRecord(f"no {exc.args[0]!r} key") from None
+
+
+def decode(value: bytes | None) -> Event:
+    """The event a record value of one event encodes; raises ``UndecodableRecord`` for
+    anything else."""
+    return _event(_document(value))
+
+
+def decode_all(value: bytes | None) -> list[Event]:
+    """The events a record value encodes, one or (``Readings``) several; raises
+    ``UndecodableRecord`` for anything else, a packed reading that is not one included."""
+    document = _document(value)
+    if document.get("k") != READINGS:
+        return [_event(document)]
+    packed = document.get("r")
+    if type(packed) is not list or not packed:
+        raise UndecodableRecord("'r' is not a list of readings")
+    try:
+        readings: list[Event] = []
+        for item in packed:
+            if type(item) is not dict:
+                raise UndecodableRecord("a reading in 'r' is not an object")
+            readings.append(_reading(item))
+        return readings
+    except KeyError as exc:
+        raise UndecodableRecord(f"a reading in 'r' has no {exc.args[0]!r} key") from None
 
 
 def undecodable(record: ConsumedRecord, error: UndecodableRecord) -> Rejected:
@@ -298,32 +411,37 @@ def undecodable(record: ConsumedRecord, error: UndecodableRecord) -> Rejected:
 def decode_batch(
     records: Iterable[ConsumedRecord],
     positions: dict[type[Event], list[Position]] | None = None,
+    into: Batch | None = None,
 ) -> Batch:
-    """One batch of the events in ``records``; see the module docstring for bad records.
+    """One batch of the events in ``records`` (added to ``into`` when given); see the module
+    docstring for bad records.
 
     With ``positions``, each event's ``<topic>-<partition>`` and offset is appended to the
     list of its kind, so the lists run parallel to the batch's."""
-    batch = Batch()
+    batch = Batch() if into is None else into
     add = batch.add
     if positions is None:
         for record in records:
             try:
-                add(decode(record.value()))
+                for event in decode_all(record.value()):
+                    add(event)
             except UndecodableRecord as exc:
                 add(undecodable(record, exc))
         return batch
     sources: dict[tuple[str | None, int | None], str] = {}
     for record in records:
         try:
-            event = decode(record.value())
+            events = decode_all(record.value())
         except UndecodableRecord as exc:
-            event = undecodable(record, exc)
-        add(event)
+            events = [undecodable(record, exc)]
         place = (record.topic(), record.partition())
         source = sources.get(place)
         if source is None:
             source = sources[place] = f"{place[0]}-{place[1]}"
-        positions.setdefault(type(event), []).append(Position(source, record.offset() or 0))
+        position = Position(source, record.offset() or 0)
+        for event in events:
+            add(event)
+            positions.setdefault(type(event), []).append(position)
     return batch
 
 

@@ -2,10 +2,11 @@
 
 Spark Structured Streaming reads the bus's topic (``mqtt-messages``), decodes each record
 value with ``record_schema()`` (the Spark form of ``iotstream/bus/kafka_record.schema.json``),
-keeps the readings (``"k": "r"``) and groups them by device and UTC minute of the device
-time. A minute is appended to the ``device_minutes`` Delta table of the lake once the
-watermark (the newest device time seen, less ``watermark`` seconds) has passed its end;
-readings that arrive later than that are left out.
+keeps the readings (``"k": "r"``, and those packed in ``"k": "R"``) and groups them by
+device and UTC minute of the device time. A minute is appended to the ``device_minutes``
+Delta table of the lake once the watermark (the newest device time seen, less
+``watermark`` seconds) has passed its end; readings that arrive later than that are left
+out.
 
 ``device_minutes`` (partitioned by ``date``, protocol reader 1 / writer 2 like the lake's
 other tables, so delta-rs and DuckDB read it too):
@@ -59,6 +60,9 @@ log = logging.getLogger(__name__)
 
 DEVICE_MINUTES = "device_minutes"
 READING_KIND = "r"
+READINGS_KIND = "R"
+PACKED = "r"
+"""A packed record's readings."""
 COORDINATES = ("x", "y", "z")
 QUERY_NAME = "iotstream-device-minutes"
 POLL_SECONDS = 1
@@ -121,27 +125,35 @@ def _spark_type(node: Mapping[str, Any], defs: Mapping[str, Any]) -> DataType:
     raise ValueError(f"no Spark type for JSON Schema {dict(node)}")
 
 
-def record_schema(document: Mapping[str, Any] | None = None) -> StructType:
-    """The Spark schema of a reading's record value, derived from the bus's JSON Schema
-    (``kafka_codec.schema()``): every member of its ``reading``, the fields ``f`` as the
-    coordinates the job uses. ``from_json`` with it ignores the members it does not name, so
-    records of other kinds parse with a different ``k``."""
+def _struct(definition: Mapping[str, Any], defs: Mapping[str, Any]) -> StructType:
+    """The Spark form of a reading's JSON Schema: the fields ``f`` as the coordinates the job
+    uses, as numbers (they hold any JSON values)."""
     from pyspark.sql.types import DoubleType, StructField, StructType
 
-    document = record_json_schema() if document is None else document
-    defs = document["$defs"]
-    reading = defs["reading"]
     fields = []
-    for name, node in reading["properties"].items():
+    for name, node in definition["properties"].items():
         if node.get("type") == "object":
-            # Any JSON values; the job reads the coordinates, as numbers.
             data_type: DataType = StructType(
                 [StructField(axis, DoubleType()) for axis in COORDINATES]
             )
         else:
             data_type = _spark_type(node, defs)
-        fields.append(StructField(name, data_type, nullable=name not in reading["required"]))
+        fields.append(StructField(name, data_type, nullable=True))
     return StructType(fields)
+
+
+def record_schema(document: Mapping[str, Any] | None = None) -> StructType:
+    """The Spark schema of a reading's record value, derived from the bus's JSON Schema
+    (``kafka_codec.schema()``): every member of its ``reading``, then ``r``, the readings of
+    a packed record (its ``readings``). ``from_json`` with it ignores the members it does not
+    name, so records of other kinds parse with a different ``k``."""
+    from pyspark.sql.types import ArrayType, StructField
+
+    document = record_json_schema() if document is None else document
+    defs = document["$defs"]
+    schema = _struct(defs["reading"], defs)
+    packed = _struct(defs["readings"]["properties"]["r"]["items"], defs)
+    return schema.add(StructField(PACKED, ArrayType(packed), nullable=True))
 
 
 # --- the query --------------------------------------------------------------------------
@@ -154,14 +166,23 @@ def readings(records: DataFrame) -> DataFrame:
 
     record = F.from_json(F.col("value").cast("string"), record_schema())
     parsed = records.select(record.alias("r"))
-    return parsed.where(
-        (F.col("r.k") == READING_KIND) & F.col("r.id").isNotNull() & F.col("r.ts").isNotNull()
-    ).select(
-        F.col("r.id").alias("device_id"),
-        # Rounded to the microsecond as the lake keeps times.
-        F.timestamp_micros(F.round(F.col("r.ts") * 1_000_000).cast("long")).alias("ts"),
-        F.col("r.f.x").alias("x"),
-        F.col("r.f.y").alias("y"),
+    # A reading's record is one reading, a packed record several: each becomes a row.
+    one = F.array(F.struct(*(F.col(f"r.{name}").alias(name) for name in ("id", "ts", "at", "f"))))
+    each = F.explode(
+        F.when(F.col("r.k") == READING_KIND, one).when(
+            F.col("r.k") == READINGS_KIND, F.col(f"r.{PACKED}")
+        )
+    )
+    return (
+        parsed.select(each.alias("e"))
+        .where(F.col("e.id").isNotNull() & F.col("e.ts").isNotNull())
+        .select(
+            F.col("e.id").alias("device_id"),
+            # Rounded to the microsecond as the lake keeps times.
+            F.timestamp_micros(F.round(F.col("e.ts") * 1_000_000).cast("long")).alias("ts"),
+            F.col("e.f.x").alias("x"),
+            F.col("e.f.y").alias("y"),
+        )
     )
 
 
