@@ -70,9 +70,9 @@ class FlakyStore(MemoryStore):
         self.writes = 0
         """Calls of ``apply`` that wrote, whether their reply came back or not."""
 
-    async def apply(self, batch: Batch) -> Changes:
+    async def apply(self, batch: Batch, *, report: bool = True) -> Changes:
         self.before_write.trip()
-        changes = await super().apply(batch)
+        changes = await super().apply(batch, report=report)
         self.writes += 1
         self.after_write.trip()
         return changes

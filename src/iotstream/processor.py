@@ -51,7 +51,7 @@ class Processor(Component):
         while True:
             try:
                 started = time.perf_counter()
-                await self.store.apply(batch)
+                await self.store.apply(batch, report=False)
                 STORE_WRITE.observe(time.perf_counter() - started)
             except StoreError as exc:
                 self.store_failures += 1

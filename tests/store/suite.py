@@ -216,6 +216,15 @@ class StoreSuite:
         assert results == [sent, sent]
         assert [c.updated[0]["deviceId"] for c in sent[:20]] == [f"d{i}" for i in range(20)]
 
+    async def test_a_write_that_reports_nothing_still_announces(self, store: Store) -> None:
+        async with store.subscribe() as changes:
+            await store.apply(Batch(readings=[reading("r1", T0, x=1.0)]))
+            assert (await asyncio.wait_for(anext(changes), 10)).updated
+            await store.apply(Batch(readings=[reading("r1", T0 + 1, x=2.0)]), report=False)
+            announced = await asyncio.wait_for(anext(changes), 10)
+        assert announced.updated == [await store.device("r1")]
+        assert announced.updated[0]["x"] == 2.0
+
     async def test_the_total_counts_every_message(self, store: Store) -> None:
         assert await store.total() == 0
         await store.apply(

@@ -126,8 +126,9 @@ class Store(Component):
     """Latest state and counters; start and stop it with ``async with``."""
 
     @abstractmethod
-    async def apply(self, batch: Batch) -> Changes:
-        """Merge a batch and count it; announces and returns the devices whose state changed."""
+    async def apply(self, batch: Batch, *, report: bool = True) -> Changes:
+        """Merge a batch and count it; announces the devices whose state changed, and returns
+        them unless ``report`` is false (a writer that only needs the announcement)."""
 
     @abstractmethod
     async def devices(self) -> list[DeviceState]:

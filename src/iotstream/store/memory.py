@@ -43,7 +43,7 @@ class MemoryStore(Store):
     async def stop(self) -> None:
         self._running = False
 
-    async def apply(self, batch: Batch) -> Changes:
+    async def apply(self, batch: Batch, *, report: bool = True) -> Changes:
         states, last_seen, counters = self._states, self._last_seen, self._counters
         per_device = counters.per_device
         changed: dict[str, DeviceState] = {}

@@ -423,7 +423,7 @@ class RedisStore(Store):
 
     # -- writes -----------------------------------------------------------
 
-    async def apply(self, batch: Batch) -> Changes:
+    async def apply(self, batch: Batch, *, report: bool = True) -> Changes:
         if not batch:
             return Changes()
         by_device: dict[str, list[Reading]] = {}
@@ -449,6 +449,8 @@ class RedisStore(Store):
             texts += (await self._apply_call(args, {}))[0]
         if batch.replies:
             await self._apply_replies(batch.replies)
+        if not report:
+            return Changes()
         return Changes(updated=[orjson.loads(text) for text in texts])
 
     async def _apply_call(
