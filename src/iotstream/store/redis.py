@@ -143,8 +143,8 @@ COMMAND_RETRIES = 20
 
 def _packed_by_hiredis(connection_class: type[Any]) -> type[Any]:
     """``connection_class`` encoding commands with hiredis's C packer: redis-py's asyncio
-    connections encode argument by argument in Python, which took longer than the apply
-    script itself for a batch of a thousand devices."""
+    connections encode argument by argument in Python, 4 ms for the apply arguments of a
+    thousand devices (hiredis: 1 ms), about as long as the script takes."""
 
     class Connection(connection_class):  # type: ignore[misc]
         def pack_command(self, *args: Any) -> list[bytes]:
