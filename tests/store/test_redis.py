@@ -157,14 +157,20 @@ class TestRedisStore(StoreSuite, CommandSuite):
             assert forms[b"m"] and not forms[b"r"]
 
     async def test_a_window_left_without_its_state_still_finds_repeats(
-        self, store: RedisStore
+        self, store: RedisStore, redis_server: harness.Service
     ) -> None:
         """A device's batch merged at once is checked against the window only through the
-        state's time; a window whose state is gone sends the batch reading by reading."""
+        state's time; a window whose state is gone sends the batch reading by reading. (A
+        second instance writes it: one that has seen the device would merge it itself.)"""
         first = Reading("r1", {"x": 1.0}, T0, T0)
         await store.apply(Batch(readings=[first]))
         await store._redis.hdel(store._state, "r1")
-        await store.apply(Batch(readings=[first, Reading("r1", {"x": 2.0}, T0 + 1, T0 + 1)]))
+        prefix = store._channel.removesuffix(":changes")
+        async with RedisStore(
+            url_of(redis_server), prefix=prefix, dedupe_window=DEDUPE_WINDOW
+        ) as other:
+            batch = Batch(readings=[first, Reading("r1", {"x": 2.0}, T0 + 1, T0 + 1)])
+            await other.apply(batch)
         assert (await store.counters()).per_device == {"r1": 2}
         state = await store.device("r1")
         assert state is not None and state["x"] == 2.0

@@ -167,18 +167,29 @@ def _fingerprint(reading: Reading) -> bytes:
     return hashlib.blake2b(text, digest_size=16).digest()
 
 
+_PREFIXES: dict[str, bytes] = {}
+"""Field names as the start of a JSON member (``"x":``): a fleet has few of them."""
+PREFIXES_LIMIT = 10_000
+
+
+def _member(key: str, value: Any) -> bytes:
+    """A field as a ``"key":value`` JSON member."""
+    prefix = _PREFIXES.get(key)
+    if prefix is None:
+        if len(_PREFIXES) >= PREFIXES_LIMIT:
+            _PREFIXES.clear()
+        prefix = _PREFIXES[key] = orjson.dumps(key) + b":"
+    return prefix + orjson.dumps(value)
+
+
 def _members(fields: dict[str, Any]) -> list[bytes]:
-    """Each field as a ``"key":value`` JSON member."""
-    return [orjson.dumps({key: value})[1:-1] for key, value in fields.items()]
+    return [_member(key, value) for key, value in fields.items()]
 
 
 KNOWN_LIMIT = 50_000
 """Devices whose state a store remembers to merge their next readings against; past it, it
 forgets them all and learns them again from the script."""
 _TIMESTAMP_MEMBER = len(b'"timestamp":')
-_PREFIXES: dict[str, bytes] = {}
-"""Field names as the start of a JSON member (``"x":``): a fleet has few of them."""
-PREFIXES_LIMIT = 10_000
 
 
 _EMPTY_SLOT = bytes(16)
@@ -292,12 +303,7 @@ class _Known:
         members = self.members.copy()
         dumps = orjson.dumps
         for key, value in merged.items():
-            prefix = _PREFIXES.get(key)
-            if prefix is None:
-                if len(_PREFIXES) >= PREFIXES_LIMIT:
-                    _PREFIXES.clear()
-                prefix = _PREFIXES[key] = dumps(key) + b":"
-            members[key] = prefix + dumps(value)
+            members[key] = _member(key, value)
         members["timestamp"] = b'"timestamp":' + dumps(applied.timestamp)
         members["receivedAt"] = b'"receivedAt":' + dumps(applied.received_at)
         text = b"{" + b",\n".join(members.values()) + b"}"
@@ -463,26 +469,34 @@ class RedisStore(Store):
         if len(self._known) + len(writes) + len(known) // 4 > KNOWN_LIMIT:
             self._known.clear()
         failed = {raw_id.decode() for raw_id in deferred}
-        texts = [
-            entry.text
-            for device_id, entry in writes.items()
-            if device_id not in failed and entry.changed
-        ]
+        texts = []
         for device_id, entry in writes.items():
             if device_id not in failed:
                 self._known[device_id] = entry
+                if entry.changed:
+                    texts.append(entry.text)
         for at in range(0, len(known), 4):
             device_id, text, count, window = known[at : at + 4]
             if count is not None:  # its count was deleted by hand: not a state to merge on
                 self._known[device_id.decode()] = _Known.read(text, int(count), window)
         return texts + changed, deferred
 
-    def _head(self, *counts: int) -> list[Any]:
-        """The script's first arguments; ``counts`` are its #devices, #topics, #reasons, #raw,
-        #rejected and #written."""
-        *before, written = counts
-        head = [self._deadletter_limit, self._dedupe_window, *before, self._channel, written]
-        return [*head, self._recent]
+    def _head(
+        self, devices: int, topics: int, reasons: int, raw: int, rejected: int, written: int
+    ) -> list[Any]:
+        """The script's first arguments (see ``redis_apply.lua``)."""
+        return [
+            self._deadletter_limit,
+            self._dedupe_window,
+            devices,
+            topics,
+            reasons,
+            raw,
+            rejected,
+            self._channel,
+            written,
+            self._recent,
+        ]
 
     def _apply_args(
         self,
