@@ -198,7 +198,7 @@ class KafkaSettings(Group):
         default=None,
         ge=1,
         description="partitions of the Kafka topics when iotstream creates them "
-        "(default: 100, or 8 on a cluster of one broker)",
+        "(default: 100, or one per core, at most 8, on a cluster of one broker)",
     )
     replication_factor: int = Field(
         default=1,

@@ -96,9 +96,17 @@ class TestKafkaBus(BusSuite):
         async with KafkaBus(kafka.address, topic=topic, group_prefix=topic) as started:
             topics = AdminClient({"bootstrap.servers": kafka.address}).list_topics(timeout=10)
             assert len(topics.brokers) == 1
-            assert len(topics.topics[topic].partitions) == kafka_module.SINGLE_BROKER_PARTITIONS
+            one_machine = kafka_module.default_partitions(1)
+            assert len(topics.topics[topic].partitions) == one_machine
             deadletters = topics.topics[started.deadletter_topic]
-            assert len(deadletters.partitions) == kafka_module.SINGLE_BROKER_PARTITIONS
+            assert len(deadletters.partitions) == one_machine
+        # A partition per core of the one machine, at most 8; the reference's 100 on several.
+        assert [kafka_module.default_partitions(1, cores) for cores in (1, 2, 8, 64)] == [
+            1,
+            2,
+            8,
+            8,
+        ]
         assert kafka_module.default_partitions(3) == kafka_module.REFERENCE_PARTITIONS == 100
 
     async def test_a_second_bus_keeps_the_existing_topics(
