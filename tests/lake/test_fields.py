@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -10,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iotstream.lake.delta import readings_table
-from iotstream.lake.fields import cut_fields, encode_fields
-from iotstream.models import RESERVED_FIELDS
+from iotstream.lake.fields import cut_fields, encode_fields, fields_text
+from iotstream.models import RESERVED_FIELDS, DeviceId, Reading
 from iotstream.parser import Parser
 
 LEFT_OUT = {"x", "y", "z", *RESERVED_FIELDS}
@@ -106,8 +107,43 @@ def test_the_column_decodes_to_the_fields_the_reading_holds(
     assert held == (expected or None)
     text = encode_fields(expected)
     assert (None if text is None else orjson.loads(text)) == held
+    # Read back from Kafka a reading has no payload: its row comes out the same, text and all.
+    with_payload = readings_table([reading])
+    assert readings_table([replace(reading, payload=None)]).equals(with_payload)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"x": 1.5, "y": 2.0, "seq": 3, "pose": {"x": 1}},
+        {"x": 1.5, "y": 2.0, "z": -0.0},
+        {"battery": 97},
+        {"x": 5, "y": 2.0, "a": 1},  # an int coordinate stays in the column's text too
+        {"x": "5", "y": 2.0},
+        {"x": 1.0, "y": 2.0, "timestamp": 7, "deviceId": "q", "receivedAt": "r"},
+        {"x": 1.0, "y": 2.0, "big": 2**70},
+        {"\u0078": 1.0, "y": 2.0},
+        {},
+    ],
+)
+def test_a_reading_without_a_payload_gets_the_row_of_encoding_its_fields(
+    fields: dict[str, Any],
+) -> None:
+    row = readings_table([Reading(DeviceId("r1"), fields, 1.0, 2.0)]).to_pylist()[0]
+    rest = {k: v for k, v in fields.items() if not (k in ("x", "y", "z") and type(v) is float)}
+    assert row["fields"] == encode_fields(rest)
+    for axis in ("x", "y", "z"):
+        value = fields.get(axis)
+        assert row[axis] == (float(value) if type(value) in (int, float) else None)
 
 
 @pytest.mark.parametrize("payload", [b'{"x":1.0,"y":2.0}', b'{"y":2.0,"x":1.0,"z":3.0}'])
 def test_nothing_left_is_null(payload: bytes) -> None:
     assert column_fields([payload]) == [None]
+
+
+def test_only_fields_the_cut_leaves_as_encoding_would_are_written_out_for_it() -> None:
+    assert fields_text({"x": 1.5, "y": 2.0, "a": [1]}) == b'{"x":1.5,"y":2.0,"a":[1]}'
+    assert fields_text({"battery": 97}) == b'{"battery":97}'
+    for kept_apart in ({"x": 5}, {"z": None}, {"y": 1.0, "timestamp": 1}, {"big": 2**70}):
+        assert fields_text(kept_apart) == b""
