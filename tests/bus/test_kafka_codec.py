@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 
 from iotstream.bus import kafka_codec
 from iotstream.bus.kafka_codec import (
+    COLUMNS,
     READINGS,
     RECORDS,
     UNDECODABLE,
@@ -167,8 +168,9 @@ def test_a_packed_record_stops_at_its_size(monkeypatch: pytest.MonkeyPatch) -> N
     ]
     records = encode_batch(Batch(readings=readings), partitions=1).live
     assert len(records) > 3
-    assert all(len(value) < 400 + 200 for _, value, _ in records)
+    assert all(len(value) <= 400 for _, value, _ in records)
     assert [e for _, value, _ in records for e in decode_all(value)] == readings
+    assert {orjson.loads(value)["k"] for _, value, _ in records} == {COLUMNS}
     one = encode_batch(Batch(readings=readings[:1]), partitions=1).live
     assert one == [(b"robot-1", encode(readings[0])[1], 0)]  # a lone reading, keyed
 
@@ -196,8 +198,8 @@ def test_the_schema_and_the_record_table_cover_every_kind_of_event() -> None:
         for definition in schema()["$defs"].values()
         if "properties" in definition
     }
-    assert codes == {kind.code for kind in RECORDS} | {READINGS}
-    assert len(schema()["oneOf"]) == len(RECORDS) + 1
+    assert codes == {kind.code for kind in RECORDS} | {COLUMNS, READINGS}
+    assert len(schema()["oneOf"]) == len(RECORDS) + 2
 
 
 @pytest.mark.parametrize(
@@ -285,6 +287,55 @@ def test_what_is_not_an_event_is_refused_with_the_reason(value: bytes | None, de
 def test_a_packed_record_with_anything_but_readings_is_refused(value: bytes, detail: str) -> None:
     with pytest.raises(UndecodableRecord, match=detail):
         decode_all(value)
+
+
+def columns(**changed: Any) -> bytes:
+    good: dict[str, Any] = {"id": ["a", "b"], "ts": [1.5, 2], "at": [3, 4.5], "f": [{}, {"x": 1}]}
+    return orjson.dumps({"k": COLUMNS, "c": {**good, **changed}})
+
+
+def test_readings_in_columns_decode_in_order_with_integer_times_as_floats() -> None:
+    assert decode_all(columns()) == [
+        Reading("a", {}, 1.5, 3.0),
+        Reading("b", {"x": 1}, 2.0, 4.5),
+    ]
+    assert all(type(r.timestamp) is float for r in decode_all(columns()))  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        (b'{"k": "C"}', "no 'c' key"),
+        (b'{"k": "C", "c": [1]}', "'c' is not an object"),
+        (b'{"k": "C", "c": {"id": ["a"], "ts": [1], "at": [1]}}', "no 'f' key"),
+        (columns(f={}), "are not all lists"),
+        (columns(id=[], ts=[], at=[], f=[]), "empty or not of one length"),
+        (columns(at=[1]), "empty or not of one length"),
+        (columns(id=["a", 7]), "'id' of 'c' holds something that is not a string"),
+        (columns(id=["a", "b/c"]), "'id': device id contains"),
+        (columns(ts=[1, "2"]), "'ts' of 'c' holds something that is not a number"),
+        (columns(at=[True, 1]), "'at' of 'c' holds something that is not a number"),
+        (columns(f=[{}, []]), "'f' of 'c' holds something that is not an object"),
+    ],
+)
+def test_readings_in_columns_that_do_not_line_up_are_refused(value: bytes, detail: str) -> None:
+    with pytest.raises(UndecodableRecord, match=detail):
+        decode_all(value)
+
+
+def test_readings_one_object_each_as_earlier_bridges_wrote_them_still_decode() -> None:
+    readings = [Reading("a", {"x": 1.0}, T0, T0 + 1), Reading("b", {}, T0 + 2, T0 + 3)]
+    value = orjson.dumps(
+        {
+            "k": READINGS,
+            "r": [
+                {"id": r.device_id, "ts": r.timestamp, "at": r.received_at, "f": r.fields}
+                for r in readings
+            ],
+        }
+    )
+    VALIDATOR.validate(orjson.loads(value))
+    assert decode_all(value) == readings
 
 
 @given(st.binary() | json_values.map(orjson.dumps))

@@ -10,6 +10,7 @@ import uuid
 from importlib.metadata import version
 from pathlib import Path
 
+import orjson
 import pyspark
 import pytest
 from deltalake import DeltaTable
@@ -177,13 +178,21 @@ def test_the_jars_are_built_for_the_installed_pyspark() -> None:
 
 def test_spark_decodes_the_bus_records(spark: SparkSession) -> None:
     names = [f.name for f in record_schema().fields]
-    assert names == [*kafka_codec.schema()["$defs"]["reading"]["properties"], "r"]
+    assert names == [*kafka_codec.schema()["$defs"]["reading"]["properties"], "r", "c"]
     reading = Reading(DeviceId.parse("robot-1"), {"x": 1.5, "y": -2.0, "note": "hi"}, 1.000001, 2)
     packed = [
         Reading(DeviceId.parse("robot-4"), {"x": float(n), "y": 0.5}, 5.0 + n, 6.0)
         for n in range(3)
     ]
     [(_, pack, _)] = kafka_codec.encode_batch(Batch(readings=packed), partitions=1).live
+    assert orjson.loads(pack)["k"] == kafka_codec.COLUMNS
+    # As earlier bridges packed readings: one object each.
+    earlier = orjson.dumps(
+        {
+            "k": kafka_codec.READINGS,
+            "r": [{"id": "robot-5", "ts": 8.0, "at": 8.5, "f": {"x": 3.0, "y": 4.0}}],
+        }
+    )
     values = [
         kafka_codec.encode(reading)[1],
         kafka_codec.encode(Reading(DeviceId.parse("robot-2"), {"battery": 80}, 3.0, 3.0))[1],
@@ -192,6 +201,8 @@ def test_spark_decodes_the_bus_records(spark: SparkSession) -> None:
         b'{"k": "r", "id": "robot-3"}',
         pack,
         b'{"k": "R", "r": "not readings"}',
+        earlier,
+        b'{"k": "C", "c": {"id": "not columns"}}',
     ]
     records = spark.createDataFrame([(value,) for value in values], "value BINARY")
     rows = readings(records).selectExpr("device_id", "unix_micros(ts) AS us", "x", "y").collect()
@@ -201,6 +212,7 @@ def test_spark_decodes_the_bus_records(spark: SparkSession) -> None:
         {"device_id": "robot-4", "us": 5_000_000, "x": 0.0, "y": 0.5},
         {"device_id": "robot-4", "us": 6_000_000, "x": 1.0, "y": 0.5},
         {"device_id": "robot-4", "us": 7_000_000, "x": 2.0, "y": 0.5},
+        {"device_id": "robot-5", "us": 8_000_000, "x": 3.0, "y": 4.0},
     ]
 
 

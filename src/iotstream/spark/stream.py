@@ -2,7 +2,7 @@
 
 Spark Structured Streaming reads the bus's topic (``mqtt-messages``), decodes each record
 value with ``record_schema()`` (the Spark form of ``iotstream/bus/kafka_record.schema.json``),
-keeps the readings (``"k": "r"``, and those packed in ``"k": "R"``) and groups them by
+keeps the readings (``"k": "r"``, and those packed in ``"k": "C"`` or ``"R"``) and groups them by
 device and UTC minute of the device time. A minute is appended to the ``device_minutes``
 Delta table of the lake once the watermark (the newest device time seen, less
 ``watermark`` seconds) has passed its end; readings that arrive later than that are left
@@ -60,9 +60,12 @@ log = logging.getLogger(__name__)
 
 DEVICE_MINUTES = "device_minutes"
 READING_KIND = "r"
+COLUMNS_KIND = "C"
 READINGS_KIND = "R"
 PACKED = "r"
-"""A packed record's readings."""
+"""The readings of a record of readings one object each."""
+COLUMNS = "c"
+"""The readings of a record of readings in columns."""
 COORDINATES = ("x", "y", "z")
 QUERY_NAME = "iotstream-device-minutes"
 POLL_SECONDS = 1
@@ -111,49 +114,59 @@ class StreamSettings:
 
 
 def _spark_type(node: Mapping[str, Any], defs: Mapping[str, Any]) -> DataType:
-    from pyspark.sql.types import DoubleType, LongType, StringType
+    """The Spark type of a JSON Schema node; an object without properties (a reading's
+    fields ``f``) as the coordinates the job uses, as numbers (they hold any JSON values)."""
+    from pyspark.sql.types import (
+        ArrayType,
+        DoubleType,
+        LongType,
+        StringType,
+        StructField,
+        StructType,
+    )
 
     ref = node.get("$ref")
     if isinstance(ref, str):
         return _spark_type(defs[ref.removeprefix("#/$defs/")], defs)
-    if "const" in node or node.get("type") == "string":
+    kind = node.get("type")
+    if "const" in node or kind == "string":
         return StringType()
-    if node.get("type") == "number":
+    if kind == "number":
         return DoubleType()
-    if node.get("type") == "integer":
+    if kind == "integer":
         return LongType()
+    if kind == "array":
+        return ArrayType(_spark_type(node["items"], defs))
+    if kind == "object" and "properties" in node:
+        return _struct(node, defs)
+    if kind == "object":
+        return StructType([StructField(axis, DoubleType()) for axis in COORDINATES])
     raise ValueError(f"no Spark type for JSON Schema {dict(node)}")
 
 
 def _struct(definition: Mapping[str, Any], defs: Mapping[str, Any]) -> StructType:
-    """The Spark form of a reading's JSON Schema: the fields ``f`` as the coordinates the job
-    uses, as numbers (they hold any JSON values)."""
-    from pyspark.sql.types import DoubleType, StructField, StructType
+    from pyspark.sql.types import StructField, StructType
 
-    fields = []
-    for name, node in definition["properties"].items():
-        if node.get("type") == "object":
-            data_type: DataType = StructType(
-                [StructField(axis, DoubleType()) for axis in COORDINATES]
-            )
-        else:
-            data_type = _spark_type(node, defs)
-        fields.append(StructField(name, data_type, nullable=True))
-    return StructType(fields)
+    return StructType(
+        [
+            StructField(name, _spark_type(node, defs), nullable=True)
+            for name, node in definition["properties"].items()
+        ]
+    )
 
 
 def record_schema(document: Mapping[str, Any] | None = None) -> StructType:
     """The Spark schema of a reading's record value, derived from the bus's JSON Schema
     (``kafka_codec.schema()``): every member of its ``reading``, then ``r``, the readings of
-    a packed record (its ``readings``). ``from_json`` with it ignores the members it does not
+    a packed record one object each (its ``readings``), and ``c``, those of a packed record
+    in columns (its ``columns``). ``from_json`` with it ignores the members it does not
     name, so records of other kinds parse with a different ``k``."""
-    from pyspark.sql.types import ArrayType, StructField
-
     document = record_json_schema() if document is None else document
     defs = document["$defs"]
     schema = _struct(defs["reading"], defs)
-    packed = _struct(defs["readings"]["properties"]["r"]["items"], defs)
-    return schema.add(StructField(PACKED, ArrayType(packed), nullable=True))
+    for name, definition in ((PACKED, defs["readings"]), (COLUMNS, defs["columns"])):
+        schema = schema.add(name, _spark_type(definition["properties"][name], defs))
+    return schema
 
 
 # --- the query --------------------------------------------------------------------------
@@ -164,14 +177,19 @@ def readings(records: DataFrame) -> DataFrame:
     Kafka source's ``records``; other kinds and values that are not records are dropped."""
     from pyspark.sql import functions as F
 
-    record = F.from_json(F.col("value").cast("string"), record_schema())
+    schema = record_schema()
+    record = F.from_json(F.col("value").cast("string"), schema)
     parsed = records.select(record.alias("r"))
-    # A reading's record is one reading, a packed record several: each becomes a row.
-    one = F.array(F.struct(*(F.col(f"r.{name}").alias(name) for name in ("id", "ts", "at", "f"))))
+    # A reading's record is one reading, a packed record several: each becomes a row. The
+    # columns are zipped into the packed objects' type (a cast between structs goes by
+    # position: id, ts, at, f in both).
+    names = ("id", "ts", "at", "f")
+    one = F.array(F.struct(*(F.col(f"r.{name}").alias(name) for name in names)))
+    zipped = F.arrays_zip(*(F.col(f"r.{COLUMNS}.{name}") for name in names))
     each = F.explode(
-        F.when(F.col("r.k") == READING_KIND, one).when(
-            F.col("r.k") == READINGS_KIND, F.col(f"r.{PACKED}")
-        )
+        F.when(F.col("r.k") == READING_KIND, one)
+        .when(F.col("r.k") == COLUMNS_KIND, zipped.cast(schema[PACKED].dataType))
+        .when(F.col("r.k") == READINGS_KIND, F.col(f"r.{PACKED}"))
     )
     return (
         parsed.select(each.alias("e"))
