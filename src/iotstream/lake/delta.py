@@ -82,7 +82,7 @@ from .base import (
     ReadingQuery,
     reading_rows,
 )
-from .fields import cut_fields, encode_fields, fields_text
+from .fields import encode_fields, readings_fields
 from .fields import warm as warm_cut
 
 log = logging.getLogger(__name__)
@@ -197,9 +197,7 @@ def readings_table(readings: Sequence[Reading]) -> pa.Table:
     ts = _micros_array([r.timestamp for r in readings])
     fields = [r.fields for r in readings]
     # What came from a coordinates message: float x and y (and z), the rest cut from it.
-    rest, slow = cut_fields(
-        [fields_text(r.fields) if r.payload is None else r.payload for r in readings]
-    )
+    rest, slow = readings_fields(readings)
     xs: list[Any] = [f.get("x") for f in fields]
     ys: list[Any] = [f.get("y") for f in fields]
     zs: list[Any] = [f.get("z") for f in fields]

@@ -10,10 +10,12 @@ A payload the scan does not take on (a key with an escape, which may spell one o
 names) and every other reading get ``encode_fields``. Either way the text decodes to the
 same fields as the reading holds.
 
-A reading without a payload (one the archiver read from Kafka) whose coordinates are floats
-(or absent) and which holds none of those other names is written out whole with one
-``orjson.dumps`` (``fields_text``) and cut the same way: cheaper than copying its fields
-without the coordinates and encoding the copy, with the same text.
+Readings without a payload (the archiver read them from Kafka) whose coordinates are floats
+(or absent) and which hold none of those other names are written out whole, all in one
+``orjson.dumps`` of a list, and each element is cut the same way: cheaper than copying each
+one's fields without the coordinates and encoding the copy, with the same text. One dumps
+per reading would cost more than it saves: orjson gives each result a buffer of about
+4 KiB, so tens of thousands kept at once fault in a hundred megabytes.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import numpy as np
 import orjson
 import pyarrow as pa
 from numba import njit
+
+from ..models import Reading
 
 
 def encode_fields(fields: dict[str, Any]) -> str | None:
@@ -42,35 +46,47 @@ _CUT_NAMES = frozenset(("timestamp", "deviceId", "receivedAt"))
 _ABSENT = 0.0
 
 
-def fields_text(fields: dict[str, Any]) -> bytes:
-    """``fields`` as a JSON object for ``cut_fields`` when the cut leaves what
-    ``encode_fields`` of them without the coordinates would (every coordinate a float, no
-    name the cut leaves out besides); else ``b""``, which makes its row one to encode again."""
+def _whole(fields: dict[str, Any]) -> bool:
+    """Whether the cut of ``fields`` written out whole leaves what ``encode_fields`` of them
+    without the coordinates would: every coordinate a float, no other name the cut leaves
+    out."""
     get = fields.get
-    if (
-        type(get("x", _ABSENT)) is not float
-        or type(get("y", _ABSENT)) is not float
-        or type(get("z", _ABSENT)) is not float
-        or not _CUT_NAMES.isdisjoint(fields)
-    ):
-        return b""
-    try:
-        return orjson.dumps(fields)
-    except TypeError:  # an int beyond 64 bits: encode_fields takes it
-        return b""
+    return (
+        type(get("x", _ABSENT)) is float
+        and type(get("y", _ABSENT)) is float
+        and type(get("z", _ABSENT)) is float
+        and _CUT_NAMES.isdisjoint(fields)
+    )
 
 
-def cut_fields(payloads: Sequence[bytes]) -> tuple[pa.Array, np.ndarray]:
-    """The ``fields`` text of each payload's object (a string array, null where nothing is
-    left), and the indices of the rows it has no text for: no payload (empty), or one to
-    encode again from the reading's fields."""
+def readings_fields(readings: Sequence[Reading]) -> tuple[pa.Array, np.ndarray]:
+    """``cut_fields`` of the readings' payloads, and of their fields written out whole for
+    the readings without one that ``_whole`` allows; the rows left are to encode again."""
+    payloads = [b"" if r.payload is None else r.payload for r in readings]
     n = len(payloads)
     sizes = np.fromiter(map(len, payloads), np.int64, n)
     ends = np.cumsum(sizes)
-    data = np.frombuffer(b"".join(payloads), np.uint8)
-    text, offsets, valid, slow = _cut(data, ends - sizes, ends, sizes > 0)
+    starts = ends - sizes
+    data = b"".join(payloads)
+    whole = [i for i, r in enumerate(readings) if r.payload is None and _whole(r.fields)]
+    if whole:
+        try:
+            text = orjson.dumps([readings[i].fields for i in whole])
+        except TypeError:  # an int beyond 64 bits somewhere: encode_fields takes them all
+            text = b""
+        if text:
+            firsts, lasts = _items(np.frombuffer(text, np.uint8), len(whole))
+            at = np.array(whole, np.int64)
+            starts[at] = firsts + len(data)
+            ends[at] = lasts + len(data)
+            data += text
+    return _column(np.frombuffer(data, np.uint8), starts, ends)
+
+
+def _column(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    text, offsets, valid, slow = _cut(data, starts, ends, ends > starts)
     column = pa.StringArray.from_buffers(
-        n,
+        len(starts),
         pa.py_buffer(offsets),
         pa.py_buffer(text),
         pa.py_buffer(np.packbits(valid, bitorder="little")),
@@ -78,9 +94,19 @@ def cut_fields(payloads: Sequence[bytes]) -> tuple[pa.Array, np.ndarray]:
     return column, np.flatnonzero(slow)
 
 
+def cut_fields(payloads: Sequence[bytes]) -> tuple[pa.Array, np.ndarray]:
+    """The ``fields`` text of each payload's object (a string array, null where nothing is
+    left), and the indices of the rows it has no text for: no payload (empty), or one to
+    encode again from the reading's fields."""
+    sizes = np.fromiter(map(len, payloads), np.int64, len(payloads))
+    ends = np.cumsum(sizes)
+    return _column(np.frombuffer(b"".join(payloads), np.uint8), ends - sizes, ends)
+
+
 def warm() -> None:
-    """Load (or the first time, compile) the scan now rather than in the first append."""
+    """Load (or the first time, compile) the scans now rather than in the first append."""
     cut_fields([b'{"x":1.0,"y":2.0,"a":[1,"b"],"timestamp":3}', b""])
+    _items(np.frombuffer(b'[{"a":1},{}]', np.uint8), 2)
 
 
 # Bytes the scan looks at.
@@ -260,3 +286,18 @@ def _cut(
             at = begin
     offsets[n] = at
     return text[:at], offsets, valid, slow
+
+
+@njit(cache=True, nogil=True)
+def _items(data: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of the ``n`` values of the JSON array ``data`` (orjson's: compact) starts
+    and ends."""
+    starts = np.empty(n, np.int64)
+    ends = np.empty(n, np.int64)
+    i = 1  # past "["
+    for k in range(n):
+        starts[k] = i
+        i = _value_end(data, i, len(data))
+        ends[k] = i
+        i += 1  # past "," or the closing "]"
+    return starts, ends
