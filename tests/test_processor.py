@@ -212,3 +212,38 @@ async def test_bus_errors_in_poll_and_commit_do_not_stop_the_processor(
     assert len(errors) == 2, errors
     assert "bus poll failed" in errors[0]
     assert "bus commit failed" in errors[1]
+
+
+class HeldStore(FlakyStore):
+    """Its first write waits for ``release``; it records the devices of every write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.writing = asyncio.Event()
+        self.batches: list[list[str]] = []
+
+    async def apply(self, batch: Batch, *, report: bool = True) -> Changes:
+        self.batches.append([r.device_id for r in batch.readings])
+        if len(self.batches) == 1:
+            self.writing.set()
+            await self.release.wait()
+        return await super().apply(batch, report=report)
+
+
+async def test_what_arrives_during_a_write_goes_into_the_next_one_together(
+    bus: FlakyBus,
+) -> None:
+    """A batch is polled when the write before it is done, not while it runs: polled early, it
+    would hold only what had arrived then, and what came after would wait two writes."""
+    store = HeldStore()
+    bus.commit_interval = 60.0  # as Kafka's, commits spaced: none comes between the two
+    async with store, bus, Processor(bus, store, group=GROUP):
+        await bus.publish(readings("a", range(1)))
+        await asyncio.wait_for(store.writing.wait(), 5)
+        await bus.publish(readings("b", range(1)))
+        await asyncio.sleep(0.1)  # a poll running meanwhile would have taken b alone
+        await bus.publish(readings("c", range(1)))
+        store.release.set()
+        await wait_until(lambda: sum(map(len, store.batches)) == 3, "all three were written")
+    assert store.batches == [["a"], ["b", "c"]]

@@ -75,42 +75,31 @@ class Processor(Component):
     async def _consume(self) -> None:
         loop = asyncio.get_running_loop()
         committed_at, uncommitted = loop.time(), False
-        storing: asyncio.Task[None] | None = None  # the last batch polled, into the store
         async with await self.bus.consumer(self.group) as consumer:
             self.consumption.consumer = consumer
-            try:
-                while True:
-                    try:
-                        # Commits are spaced as the bus asks (a crash reads the uncommitted
-                        # rest again, which the store counts once). A commit covers all that
-                        # was polled, so the batch on its way into the store lands first.
-                        if uncommitted and loop.time() - committed_at >= self.bus.commit_interval:
-                            if storing is not None:
-                                await storing
-                                storing = None
-                            await consumer.commit()
-                            committed_at, uncommitted = loop.time(), False
-                        # The next batch is fetched and decoded while the store takes this one;
-                        # it goes in after it, in bus order.
-                        batch = await consumer.poll(self.max_batch, timeout=1.0)
-                        if storing is not None:
-                            await storing
-                            storing = None
-                        if batch:
-                            storing = asyncio.create_task(self._store(batch), name="store-batch")
-                            uncommitted = True
-                        elif uncommitted:
-                            await consumer.commit()  # the batches stopped: commit them now
-                            committed_at, uncommitted = loop.time(), False
-                    except BusError as exc:
-                        # Uncommitted batches come back from the bus; the store takes them again
-                        # without counting them twice, so going on is safe.
-                        self.bus_failures += 1
-                        log.error("bus error, carrying on: %s", exc)
-                        await asyncio.sleep(1.0)
-            finally:
-                if storing is not None:
-                    await cancel_all([storing])
+            while True:
+                try:
+                    # A batch is polled once the one before it is in the store. Polled while
+                    # that one was being written (to decode it meanwhile), a batch held only
+                    # what had arrived by then, and what arrived next waited for two writes
+                    # instead of one: at 55k msg/s, 25 ms more in the median.
+                    batch = await consumer.poll(self.max_batch, timeout=1.0)
+                    if batch:
+                        await self._store(batch)
+                        uncommitted = True
+                    # Commits are spaced as the bus asks (a crash reads the uncommitted rest
+                    # again, which the store counts once), and made at once when the batches
+                    # stop.
+                    due = loop.time() - committed_at >= self.bus.commit_interval
+                    if uncommitted and (due or not batch):
+                        await consumer.commit()
+                        committed_at, uncommitted = loop.time(), False
+                except BusError as exc:
+                    # Uncommitted batches come back from the bus; the store takes them again
+                    # without counting them twice, so going on is safe.
+                    self.bus_failures += 1
+                    log.error("bus error, carrying on: %s", exc)
+                    await asyncio.sleep(1.0)
 
     async def _expire(self, ttl: float) -> None:
         period = min(max(ttl / 4, 0.05), 1.0)
