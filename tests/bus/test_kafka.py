@@ -266,6 +266,24 @@ class TestKafkaBus(BusSuite):
         assert waits > 0
         assert got.raw == sent
 
+    async def test_a_stop_lets_a_publish_that_is_producing_finish(
+        self, kafka: harness.Service, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(kafka_module.PRODUCER_CONFIG, "queue.buffering.max.messages", 50)
+        topic = unique_topic()
+        sent = [RawMessage("test/stop", b"%d" % n, T0) for n in range(500)]
+        small = kafka_bus(kafka.address, topic)
+        await small.start()
+        publishing = asyncio.create_task(small.publish(Batch(raw=sent)))
+        await asyncio.sleep(0)  # it produces until the queue is full, then waits for room
+        await small.stop()
+        await asyncio.wait_for(publishing, 30)  # every record acknowledged, none purged
+        async with kafka_bus(kafka.address, topic) as reader:
+            consumer = await reader.consumer("g")
+            got = await drain(consumer, 500)
+            await consumer.close()
+        assert got.raw == sent
+
     async def test_health_is_down_unless_started(self, kafka: harness.Service) -> None:
         bus = kafka_bus(kafka.address, unique_topic())
         assert not bus.health().ok

@@ -226,6 +226,10 @@ class KafkaBus(Bus):
         producer, self._producer = self._producer, None
         if producer is None:
             return
+        if self._producing is not None:
+            # Publishes already producing finish first, the producer thread freeing room in
+            # the queue for them; later ones find the bus stopped.
+            await self._producing.acquire()
         self._stopping.set()
         if self._server is not None:
             await asyncio.to_thread(self._server.join)
