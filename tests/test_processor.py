@@ -242,7 +242,8 @@ async def test_what_arrives_during_a_write_goes_into_the_next_one_together(
         await bus.publish(readings("a", range(1)))
         await asyncio.wait_for(store.writing.wait(), 5)
         await bus.publish(readings("b", range(1)))
-        await asyncio.sleep(0.1)  # a poll running meanwhile would have taken b alone
+        for _ in range(20):  # a poll running meanwhile would now take b alone
+            await asyncio.sleep(0)
         await bus.publish(readings("c", range(1)))
         store.release.set()
         await wait_until(lambda: sum(map(len, store.batches)) == 3, "all three were written")

@@ -122,7 +122,7 @@ def test_the_column_decodes_to_the_fields_the_reading_holds(
         {"x": "5", "y": 2.0},
         {"x": 1.0, "y": 2.0, "timestamp": 7, "deviceId": "q", "receivedAt": "r"},
         {"x": 1.0, "y": 2.0, "big": 2**70},
-        {"\u0078": 1.0, "y": 2.0},
+        {"y": 2.0, 'q"é': [1, {"z": 2}]},  # an escape in a key: encoded again
         {},
     ],
 )
