@@ -254,7 +254,12 @@ def spark(spark_jars: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
     warehouse = tmp_path_factory.mktemp("spark-warehouse")
     settings = SparkSettings(
-        jars=jar_files([str(spark_jars)]), conf={"spark.sql.warehouse.dir": str(warehouse)}
+        jars=jar_files([str(spark_jars)]),
+        conf={
+            "spark.sql.warehouse.dir": str(warehouse),
+            # A session for the whole run: the optimising compiler pays for itself.
+            "spark.driver.extraJavaOptions": "-XX:+UseSerialGC",
+        },
     )
     session = spark_session(settings)
     yield session
