@@ -186,7 +186,6 @@ def _run(args: argparse.Namespace, command: str) -> int:
         DISTRIBUTED,
         DISTRIBUTED_RUNS,
         KAFKA_WARMUP,
-        KAFKA_WARMUP_SYSTEMS,
         QUICK_DEFAULT,
         failed,
         for_distributed,
@@ -248,11 +247,11 @@ def _run(args: argparse.Namespace, command: str) -> int:
                     with engines:
                         results["distributed"] = {"run": True, "reason": None}
                         if not args.quick:
-                            _say(
-                                f"warming Kafka up ({KAFKA_WARMUP_SYSTEMS} systems, "
-                                f"{KAFKA_WARMUP.duration:g} s each at "
-                                f"{KAFKA_WARMUP.messages_per_second:,.0f} msg/s) ..."
+                            phases = ", ".join(
+                                f"{w.duration:g} s at {w.messages_per_second:,.0f} msg/s"
+                                for w in KAFKA_WARMUP
                             )
+                            _say(f"warming Kafka up (a system each: {phases}) ...")
                             warm_up(engines, work)
                         for name in shared:
                             for _ in range(1 if args.quick else DISTRIBUTED_RUNS.get(name, 1)):

@@ -179,21 +179,26 @@ DISTRIBUTED_RUNS = {"rate-1k": 3, "rate-10k": 3}
 DISTRIBUTED_WARMUP = 10.0
 """Each distributed scenario creates its Kafka topics and consumer groups: the first seconds
 measure their creation, not the steady state."""
-KAFKA_WARMUP = Load("bench-kafka-warmup", 1000, 10.0, 15.0)
-"""What runs through a fresh Kafka before any distributed scenario, once per system of
-``KAFKA_WARMUP_SYSTEMS``: its JVM compiles its hot paths as they are called (a C2 compiler
-thread took 28 % of a core), which is Kafka's start, not what a running deployment costs.
-After a minute at 1k msg/s, C2 still took 10 % of a core in the first measured run; 30 s at
-10k msg/s through one system left 6 %, and the run after it 1 %: every system creates its
-topics and consumer groups, whose paths a second system warms as well."""
-KAFKA_WARMUP_SYSTEMS = 2
+KAFKA_WARMUP = (
+    Load("bench-kafka-warmup", 1000, 10.0, 15.0),
+    Load("bench-kafka-warmup", 1000, 10.0, 15.0),
+    Load("bench-kafka-warmup", 1000, 1.0, 15.0),
+)
+"""What runs through a fresh Kafka before any distributed scenario, each load through a
+throwaway distributed system of its own: its JVM compiles its hot paths as they are called (a
+C2 compiler thread took 28 % of a core), which is Kafka's start, not what a running
+deployment costs. After a minute at 1k msg/s, C2 still took 10 % of a core in the first
+measured run; 30 s at 10k msg/s through one system left 6 %, and the run after it 1 %: every
+system creates its topics and consumer groups, whose paths a second system warms as well.
+After those two at 10k msg/s, C2 still took 13-14 % of a core in the first run at 1k msg/s
+(a third at 10k: the same), 2 % in the next: the last system goes at 1k msg/s."""
 
 
 def warm_up(engines: Engines, workdir: Path) -> None:
-    """``KAFKA_WARMUP`` through ``KAFKA_WARMUP_SYSTEMS`` throwaway distributed systems on
-    ``engines``, one after the other."""
-    for n in range(KAFKA_WARMUP_SYSTEMS):
-        load = replace(KAFKA_WARMUP, prefix=_prefix(f"kafka-warmup-{n}"))
+    """``KAFKA_WARMUP`` through throwaway distributed systems on ``engines``, one after the
+    other."""
+    for n, warmup in enumerate(KAFKA_WARMUP):
+        load = replace(warmup, prefix=_prefix(f"kafka-warmup-{n}"))
         with (
             _system("distributed", workdir / load.prefix, engines, load.prefix) as system,
             Generator(system.mqtt_port, load) as generator,
