@@ -250,15 +250,22 @@ def spark_jars() -> Path:
 def spark(spark_jars: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     """One local SparkSession (Delta Lake, the Kafka source) for the whole run, stopped with its
     JVM at the end. Tests share it: give each its own table paths and temporary view names."""
-    from iotstream.spark.session import SparkSettings, jar_files, spark_session, stop_session
+    from iotstream.spark.session import (
+        SERIAL_GC,
+        SparkSettings,
+        jar_files,
+        spark_session,
+        stop_session,
+    )
 
     warehouse = tmp_path_factory.mktemp("spark-warehouse")
     settings = SparkSettings(
         jars=jar_files([str(spark_jars)]),
         conf={
             "spark.sql.warehouse.dir": str(warehouse),
-            # A session for the whole run: the optimising compiler pays for itself.
-            "spark.driver.extraJavaOptions": "-XX:+UseSerialGC",
+            # A session for the whole run: unlike a short one (FAST_JVM_OPTIONS), it gains
+            # from the optimising compiler.
+            "spark.driver.extraJavaOptions": SERIAL_GC,
         },
     )
     session = spark_session(settings)

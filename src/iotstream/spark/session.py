@@ -82,7 +82,8 @@ COMMON_CONF = {
     "spark.ui.showConsoleProgress": "false",
     "spark.log.level": "WARN",
 }
-FAST_JVM_OPTIONS = "-XX:+UseSerialGC -XX:TieredStopAtLevel=1"
+SERIAL_GC = "-XX:+UseSerialGC"
+FAST_JVM_OPTIONS = f"{SERIAL_GC} -XX:TieredStopAtLevel=1"
 LOCAL_CONF = {
     "spark.sql.shuffle.partitions": "2",
     "spark.default.parallelism": "2",
