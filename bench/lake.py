@@ -5,7 +5,8 @@
   with what the generator sent: a ``seq`` sent but not in the lake is lost, one there twice
   is a duplicate.
 - ``run_history``: one device-day at 10 Hz is loaded into a fresh lake with
-  ``DeltaLake.append`` (an hour a commit) and compacted; its bytes on disk are counted per
+  ``DeltaLake.append`` (an hour a commit) and compacted; sixty appends like the archiver's go
+  into another, each one's CPU timed (``_archiver_appends``); its bytes on disk are counted per
   reading and per column; then ``iotstream run --lake-url`` serves it and the bench times
   history requests through HTTP: on the client, request to last byte, and on the server,
   the ``Server-Timing`` header (what it did before the first byte; ``streamed`` when the
@@ -114,6 +115,43 @@ async def _load(url: str, points: int, start: float) -> dict[str, Any]:
         await lake.compact()
         compacted = time.monotonic() - began
     return {"loadSeconds": round(loaded, 1), "compactSeconds": round(compacted, 1)}
+
+
+ARCHIVER_APPENDS = 60
+"""Appends of ``_archiver_appends``: past half of the hundred versions between checkpoints."""
+ARCHIVER_DEVICES = 1000
+ARCHIVER_ROWS = 5000
+"""Readings per append of ``_archiver_appends``: a second of 1,000 devices at 5 Hz."""
+
+
+async def _archiver_appends(url: str, start: float) -> dict[str, Any]:
+    """Appends like the archiver's (a second of a fleet, with its bus offset as a transaction)
+    into a fresh lake: the process CPU of one (all four tables' commits), median over the
+    first and the last ten, since what a commit costs may grow with the versions since the
+    last checkpoint."""
+    from iotstream.lake.delta import DeltaLake
+    from iotstream.models import Batch, DeviceId, Reading
+
+    devices = [DeviceId(f"robot-{d:04d}") for d in range(ARCHIVER_DEVICES)]
+    per_device = ARCHIVER_ROWS // ARCHIVER_DEVICES
+    cpu: list[float] = []
+    async with DeltaLake(url) as lake:
+        for n in range(ARCHIVER_APPENDS):
+            t = start + n
+            readings = [
+                Reading(device, {"x": k / 10, "y": d / 10, "seq": n}, t + k / 10, t + k / 10)
+                for k in range(per_device)
+                for d, device in enumerate(devices)
+            ]
+            began = time.process_time()
+            await lake.append(Batch(readings=readings), {"bench/0": n})
+            cpu.append((time.process_time() - began) * 1000)
+    return {
+        "appends": ARCHIVER_APPENDS,
+        "rowsPerAppend": ARCHIVER_ROWS,
+        "firstCpuMs": round(statistics.median(cpu[:10]), 1),
+        "lastCpuMs": round(statistics.median(cpu[-10:]), 1),
+    }
 
 
 def _on_disk(url: str, points: int) -> dict[str, Any]:
@@ -256,6 +294,7 @@ def run_history(workdir: Path, seconds: float) -> dict[str, Any]:
     lake = workdir / "lake"
     loaded = asyncio.run(_load(str(lake), points, start))
     loaded = {**_on_disk(str(lake), points), **loaded}
+    loaded["archiverAppends"] = asyncio.run(_archiver_appends(str(workdir / "appends"), start))
     server = EmbeddedServer(workdir / "server", ["--lake-url", str(lake)])
     with server:
         server.start("bench-history")

@@ -33,6 +33,17 @@ def _find(results: dict[str, Any], name: str, mode: str = "embedded") -> dict[st
     return None
 
 
+def _appends_line(appends: dict[str, Any] | None) -> list[str]:
+    if appends is None:
+        return []
+    return [
+        f"- {appends['appends']} appends like the archiver's ({_n(appends['rowsPerAppend'])} "
+        "readings and a transaction each) into a fresh lake: CPU of one append (four tables' "
+        f"commits), median of the first ten {appends['firstCpuMs']} ms, of the last ten "
+        f"{appends['lastCpuMs']} ms"
+    ]
+
+
 def _find_all(results: dict[str, Any], name: str, mode: str) -> list[dict[str, Any]]:
     return [
         scenario
@@ -319,6 +330,7 @@ def _lake(results: dict[str, Any]) -> list[str]:
         f"{lake['files']} file(s): {_n(lake['bytesOnDisk'])} bytes, "
         f"{lake['bytesPerReading']} bytes per reading ({lake['tsXyBytesPerReading']} for ts, x, "
         f"y); per column: {columns}",
+        *_appends_line(lake.get("archiverAppends")),
         "- client: request to last byte over loopback; server: `Server-Timing` total, what the "
         "server did before the first byte (*streamed*: the body was still being encoded "
         "after it). Medians of "

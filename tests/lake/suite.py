@@ -302,6 +302,25 @@ class LakeSuite:
         assert len(table(lake, READINGS).file_uris()) == 1
         assert len(await lake.readings(EVERYTHING)) == 600
 
+    async def test_appends_of_two_processes_interleave_without_losing_rows(
+        self, lake: DeltaLake, location: Location
+    ) -> None:
+        # Each lake keeps the table it appends through; every append of the other moves the
+        # table past what that one last saw.
+        url, options = location
+        async with DeltaLake(url, options) as other:
+            for n in range(6):
+                ours = [point("r1", T0 + n, n, 1)]
+                theirs = [point("r2", T0 + n, n, 2)]
+                await lake.append(Batch(readings=ours), {"ours/0": n})
+                await other.append(Batch(readings=theirs), {"theirs/0": n})
+            assert await other.versions(READINGS) == {"ours/0": 5, "theirs/0": 5}
+        got = await lake.readings(EVERYTHING)
+        assert sorted((r["deviceId"], r["timestamp"]) for r in got) == sorted(
+            (device, T0 + n) for device in ("r1", "r2") for n in range(6)
+        )
+        assert table(lake, READINGS).version() == 12
+
     async def test_expire_drops_whole_old_days(self, lake: DeltaLake) -> None:
         days = [MIDNIGHT - 2 * DAY, MIDNIGHT - DAY, MIDNIGHT]
         await lake.append(

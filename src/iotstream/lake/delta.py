@@ -282,12 +282,14 @@ def batch_tables(batch: Batch) -> dict[str, pa.Table]:
 
 @dataclass(slots=True)
 class _Table:
-    """One Delta table: its URI and a snapshot for readers, refreshed under ``lock``."""
+    """One Delta table: its URI, a snapshot for readers, refreshed under ``lock``, and the
+    one appends go through (see ``DeltaLake._append_rows``)."""
 
     name: str
     uri: str
     snapshot: DeltaTable | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    writer: DeltaTable | None = None
 
 
 def lake_root(url: str) -> tuple[bool, str]:
@@ -405,21 +407,32 @@ class DeltaLake(Lake):
                 app_transactions=[Transaction(app_id, version) for app_id, version in txns.items()]
             )
             with self._write_locks[name]:
-                _retrying(
-                    lambda: write_deltalake(
-                        self.uri(name),
-                        rows,
-                        mode="append",
-                        partition_by=[PARTITION],
-                        storage_options=self.storage_options,
-                        commit_properties=properties,
-                        writer_properties=APPEND_WRITER,
-                    )
-                )
+                _retrying(lambda: self._append_rows(self._tables[name], rows, properties))
 
         await asyncio.gather(
             *(self._call(partial(write, n, r), f"append to {n}") for n, r in tables.items())
         )
+
+    def _append_rows(self, table: _Table, rows: pa.Table, properties: CommitProperties) -> None:
+        """Appends ``rows`` through the table's writer, loaded once and kept: a write given
+        the table's URI loads its log again, every commit since the last checkpoint (one
+        every hundred versions), and at an append a second that was most of the archiver's
+        commit (append CPU of four tables grew from 32 to 99 ms between versions 10 and 60).
+        A kept one reads only the commits other writers made since its own."""
+        if table.writer is None:
+            table.writer = self._table(table.name)
+        try:
+            write_deltalake(
+                table.writer,
+                rows,
+                mode="append",
+                partition_by=[PARTITION],
+                commit_properties=properties,
+                writer_properties=APPEND_WRITER,
+            )
+        except BaseException:
+            table.writer = None  # in whatever state a failed write left it: loaded again
+            raise
 
     async def versions(self, table: str) -> dict[str, int]:
         return await self._call(lambda: self._versions(table), f"reading versions of {table}")
