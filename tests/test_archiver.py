@@ -5,6 +5,7 @@ are read back with ``deltalake`` and pyarrow, not through iotstream."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 import uuid
 from collections import Counter
@@ -185,6 +186,18 @@ async def test_a_table_left_behind_by_a_crash_gets_only_what_it_misses(
         await wait_until(lambda: running.archived == 10 + 6, "the next round was archived")
     assert readings_held(lake) == expected(range(11))
     assert len(rows(lake, RAW_MESSAGES)) == 11
+
+
+async def test_a_table_deleted_under_it_is_made_again_and_archiving_goes_on(
+    bus: FlakyBus, lake: FlakyLake
+) -> None:
+    async with archiver(bus, lake) as running:
+        await bus.publish(batch(0))
+        await wait_until(lambda: running.archived == 5, "the first batch was archived")
+        shutil.rmtree(lake.uri(READINGS))
+        await bus.publish(batch(1))
+        await wait_until(lambda: running.archived == 10, "the next batch was archived")
+    assert readings_held(lake) == expected(range(1, 2))
 
 
 async def test_about_one_lake_commit_per_flush_interval(bus: FlakyBus, lake: FlakyLake) -> None:
