@@ -424,7 +424,7 @@ class DeltaLake(Lake):
         next append finds no table and makes it again, as a write to its URI does."""
         target: DeltaTable | str = table.uri
         if table.writer is None:
-            # A table that is not there the append below makes; the next one loads it.
+            # A missing table is made by the append below (by its URI); the next one loads it.
             with contextlib.suppress(TableNotFoundError):
                 table.writer = self._table(table.name)
         if table.writer is not None:
