@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import orjson
 import pytest
@@ -345,6 +345,50 @@ class TestKafkaBus(BusSuite):
         # Nothing was committed: the second member reads its sources from the beginning.
         assert {p.source for p, _ in got} <= set(second_placement.assigned_sources)
         assert got, "the second member read nothing of the sources it got"
+
+    async def test_the_members_of_a_group_share_each_topics_partitions(
+        self, kafka: harness.Service
+    ) -> None:
+        """Two members of a group (two processors) each read readings: the partitions of
+        each topic are spread over them, not the topics (with two partitions a topic, the
+        cooperative sticky assignor gave one member both of the readings' and the other
+        both of the dead letters')."""
+
+        class Holding(Recorded):
+            def __init__(self) -> None:
+                super().__init__()
+                self.held: set[str] = set()
+
+            async def assigned(self, sources: Sequence[str]) -> Mapping[str, int]:
+                self.held.update(sources)
+                return await super().assigned(sources)
+
+            async def revoked(self, sources: Sequence[str]) -> None:
+                self.held.difference_update(sources)
+                await super().revoked(sources)
+
+        topic = unique_topic()
+        async with KafkaBus(
+            kafka.address, topic=topic, partitions=2, group_prefix=f"{topic}."
+        ) as bus:
+            sources = {f"{t}-{p}" for t in (topic, bus.deadletter_topic) for p in range(2)}
+            placements = [Holding(), Holding()]
+            first = await bus.consumer("g", placements[0])
+            while placements[0].held != sources:
+                await first.poll(100, timeout=0.2)
+            second = await bus.consumer("g", placements[1])
+            deadline = time.monotonic() + 30
+            while placements[0].held | placements[1].held != sources or not all(
+                p.held for p in placements
+            ):
+                assert time.monotonic() < deadline, [p.held for p in placements]
+                await asyncio.gather(first.poll(100, timeout=0.2), second.poll(100, timeout=0.2))
+            held = [set(p.held) for p in placements]
+            await first.close()
+            await second.close()
+        assert not held[0] & held[1]
+        for sources_held in held:
+            assert {s for s in sources_held if s.startswith(f"{topic}-")}, held
 
     async def test_a_member_with_the_same_instance_id_takes_the_place_of_the_first(
         self, kafka: harness.Service

@@ -84,7 +84,11 @@ PRODUCER_CONFIG: dict[str, Any] = {
 CONSUMER_CONFIG: dict[str, Any] = {
     "enable.auto.commit": False,
     "auto.offset.reset": "earliest",
-    "partition.assignment.strategy": "cooperative-sticky",
+    # Each topic's partitions are spread over the members on their own (the range
+    # assignor): the cooperative sticky one balanced the count over both topics, and gave a
+    # second processor every partition of the dead letters and none of the readings. A
+    # rebalance revokes every partition and assigns them again (the eager protocol).
+    "partition.assignment.strategy": "range",
     "fetch.wait.max.ms": 10,
     "fetch.min.bytes": 1 << 20,
     # A processor killed with -9 never says goodbye: its partitions wait for the session
@@ -475,7 +479,7 @@ class KafkaConsumer(Consumer):
         for source, partition in sources.items():
             if source in starts:
                 partition.offset = starts[source]
-        consumer.incremental_assign(partitions)
+        consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         assert self._placement is not None
