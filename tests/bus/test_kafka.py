@@ -374,7 +374,9 @@ class TestKafkaBus(BusSuite):
             sources = {f"{t}-{p}" for t in (topic, bus.deadletter_topic) for p in range(2)}
             placements = [Holding(), Holding()]
             first = await bus.consumer("g", placements[0])
+            deadline = time.monotonic() + 30
             while placements[0].held != sources:
+                assert time.monotonic() < deadline, placements[0].held
                 await first.poll(100, timeout=0.2)
             second = await bus.consumer("g", placements[1])
             deadline = time.monotonic() + 30
