@@ -422,16 +422,13 @@ class DeltaLake(Lake):
         27 and 40 (the history bench). A kept one reads only what other writers committed
         since its own commit. Once a table was deleted, its kept writer's append fails; the
         next append finds no table and makes it again, as a write to its URI does."""
-        target: DeltaTable | str = table.uri
         if table.writer is None:
             # A missing table is made by the append below (by its URI); the next one loads it.
             with contextlib.suppress(TableNotFoundError):
                 table.writer = self._table(table.name)
-        if table.writer is not None:
-            target = table.writer
         try:
             write_deltalake(
-                target,
+                table.uri if table.writer is None else table.writer,
                 rows,
                 mode="append",
                 partition_by=[PARTITION],
