@@ -13,6 +13,10 @@ RESOLUTION = 1e-4
 LIMIT = 30.0
 """Latencies above this land in one overflow bucket (``max`` is still exact)."""
 BUCKETS = int(LIMIT / RESOLUTION) + 1
+LATENCY_PARTS = ("toServer", "inServer")
+"""The latency in two parts, split at each state's ``receivedAt`` (when the server's MQTT
+client took the reading in): from ``sent`` through Mosquitto to the server, and from there
+(in distributed mode: the bridge, Kafka, the processor, Redis and the api) to the client."""
 
 
 def _empty() -> npt.NDArray[np.int64]:

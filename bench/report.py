@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from .faults import markdown_lines
+from .latency import LATENCY_PARTS
 
 JSON = "results.json"
 MARKDOWN = "results.md"
@@ -275,17 +276,19 @@ def _steps(scenario: dict[str, Any]) -> list[str]:
     lines = [
         f"### {scenario['title']} ({scenario['mode']}): steps",
         "",
-        "| target msg/s | generator msg/s | achieved msg/s | p50 ms | p99 ms | drain s "
-        "| CPU % (server: with its Mosquitto) | machine busy % | sustained |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| target msg/s | generator msg/s | achieved msg/s | p50 ms | p50 ms to / in server "
+        "| p99 ms | drain s | CPU % (server: with its Mosquitto) | machine busy % | sustained |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for step in scenario["steps"]:
         latency = step.get("latency") or {}
+        parts = step.get("latencyParts") or {}
+        split = " / ".join(_n((parts.get(name) or {}).get("p50Ms"), 1) for name in LATENCY_PARTS)
         verdict = "yes" if step["sustained"] else "no: " + ", ".join(step["problems"])
         cpu = ", ".join(f"{name} {_n(value)}" for name, value in step["cpuPercent"].items())
         lines.append(
             f"| {_n(step['targetRate'])} | {_n(step['generatorRate'])} | {_n(step['throughput'])} "
-            f"| {_n(latency.get('p50Ms'), 1)} | {_n(latency.get('p99Ms'), 1)} "
+            f"| {_n(latency.get('p50Ms'), 1)} | {split} | {_n(latency.get('p99Ms'), 1)} "
             f"| {_n(step['drainSeconds'], 2)} | {cpu} "
             f"| {_n(step['machine']['busyPercent'])} | {verdict} |"
         )

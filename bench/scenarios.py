@@ -10,7 +10,7 @@ its WebSocket watchers, then runs the generator for ``warmup + window`` seconds:
 - loss at WebSocket clients: frame ``seq`` gaps, resets to a snapshot, a device ``seq``
   going back, and each device's last ``seq`` against the last one sent;
 - latency: each device state in each update frame, at each client, from ``sent`` to the
-  frame's arrival, for states sent after the warm-up;
+  frame's arrival, for states sent after the warm-up, and in two parts (``LATENCY_PARTS``);
 - CPU (percent of one core, over the window) and RSS of every process of the system, the
   generator and the watchers, sampled from /proc;
 - loss in the lake (embedded mode, whose archiver is on): once the server has stopped, its
@@ -43,7 +43,7 @@ from typing import Any, Literal
 from .ceiling import BareBroker
 from .errors import BenchError
 from .generator import Generator, Load
-from .latency import Histogram
+from .latency import LATENCY_PARTS, Histogram
 from .resources import ResourceSampler, total
 from .systems import DistributedServer, EmbeddedServer, Engines, System
 from .watchers import Watchers
@@ -250,11 +250,15 @@ def _settle(count: Callable[[], int], expected: int, last_write: float) -> tuple
 
 def _websocket(
     reports: list[dict[str, Any]], sent: dict[str, int], seconds: float
-) -> tuple[dict[str, Any], Histogram]:
+) -> tuple[dict[str, Any], Histogram, dict[str, Any]]:
+    """What the watchers saw, their latency histogram, and its parts (``LATENCY_PARTS``)."""
     histogram = Histogram()
+    parts = {name: Histogram() for name in LATENCY_PARTS}
     final_mismatches = 0
     for report in reports:
         histogram.merge(report["latency"])
+        for name, part in parts.items():
+            part.merge(report[name])
         last = report["lastSeq"]
         final_mismatches += sum(1 for d, n in sent.items() if last.get(d) != n - 1)
     clients = sum(r["clients"] for r in reports)
@@ -283,7 +287,7 @@ def _websocket(
         "quietAfterSeconds": max((r["quietAfter"] for r in reports), default=None),
         "loss": loss,
     }
-    return stream, histogram
+    return stream, histogram, {name: part.summary() for name, part in parts.items()}
 
 
 def measure(system: System, scenario: Scenario, load: Load) -> dict[str, Any]:
@@ -326,7 +330,7 @@ def measure(system: System, scenario: Scenario, load: Load) -> dict[str, Any]:
             1 for d, n in sent.items() if states.get(d, {}).get("seq") != n - 1
         ),
     }
-    stream, histogram = _websocket(reports, sent, timing.duration)
+    stream, histogram, latency_parts = _websocket(reports, sent, timing.duration)
     latency = histogram.summary()
     throughput = (last - first) / (end - begin)
     lossless = not any(state_loss.values()) and not any(stream["loss"].values())
@@ -345,6 +349,7 @@ def measure(system: System, scenario: Scenario, load: Load) -> dict[str, Any]:
         "loss": {"state": state_loss, "websocket": stream.pop("loss")},
         "lossFree": lossless,
         "latency": latency,
+        "latencyParts": latency_parts,
         "websocket": stream,
         "resources": {
             "server": _group(resources, list(server)),
@@ -556,6 +561,7 @@ def _ramp_result(
             "throughput": s["throughput"],
             "generatorRate": s["generator"]["achievedRate"],
             "latency": s.get("latency"),
+            **({"latencyParts": s["latencyParts"]} if "latencyParts" in s else {}),
             "drainSeconds": s["drainSeconds"],
             "cpuPercent": {
                 name: group["total"]["cpuPercent"]

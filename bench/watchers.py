@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import os
 import re
 import time
@@ -32,7 +33,7 @@ import numpy as np
 import orjson
 
 from .errors import BenchError
-from .latency import Histogram
+from .latency import LATENCY_PARTS, Histogram
 from .workers import Worker, WorkerGroup, next_message, run_worker
 
 CONNECT_TIMEOUT = 30.0
@@ -49,6 +50,9 @@ class _Frame:
     devices: list[str]
     seqs: list[int]
     sents: array[float]
+    received: array[float]
+    """Each state's ``receivedAt`` (NaN without one): when the server's MQTT client took the
+    reading in."""
 
 
 @dataclass
@@ -66,13 +70,15 @@ class FrameTable:
             return
         if document is None:
             document = orjson.loads(text)
-        frame = _Frame(len(text), [], [], array("d"))
+        frame = _Frame(len(text), [], [], array("d"), array("d"))
         for state in document.get("devices", ()):
             # Only the generator's devices carry seq and sent (the bench's probe does not).
             if "sent" in state and "seq" in state:
                 frame.devices.append(state["deviceId"])
                 frame.seqs.append(state["seq"])
                 frame.sents.append(state["sent"])
+                received = state.get("receivedAt")
+                frame.received.append(received if type(received) is float else math.nan)
         self.frames[seq] = frame
 
 
@@ -248,11 +254,12 @@ def _analyse(
                 duplicates += 1
             else:
                 regressions += 1
-    histogram = Histogram()
+    histogram, to_server, in_server = Histogram(), Histogram(), Histogram()
     if frames:
         position = {seq: i for i, seq in enumerate(order)}
         sizes = np.array([len(f.sents) for f in frames], dtype=np.int64)
         sents = np.concatenate([np.frombuffer(f.sents, dtype=np.float64) for f in frames])
+        received = np.concatenate([np.frombuffer(f.received, dtype=np.float64) for f in frames])
         in_window = (sents >= window[0]) & (sents <= window[1])
         for client in clients:
             if not client.seqs:
@@ -260,8 +267,15 @@ def _analyse(
             arrived = np.full(len(order), np.nan)
             where = np.fromiter((position[s] for s in client.seqs), np.int64, len(client.seqs))
             arrived[where] = np.frombuffer(client.times, dtype=np.float64)
-            latency = np.repeat(arrived, sizes) - sents
-            histogram.add(latency[in_window & ~np.isnan(latency)])
+            arrivals = np.repeat(arrived, sizes)
+            latency = arrivals - sents
+            counted = in_window & ~np.isnan(latency)
+            histogram.add(latency[counted])
+            after = arrivals - received
+            in_server.add(after[counted & ~np.isnan(after)])
+        # A state's way to the server is the same for every client: counted once a process.
+        before = received - sents
+        to_server.add(before[in_window & ~np.isnan(before)])
     newest = max((c.last_seq for c in clients if c.last_seq is not None), default=None)
     return {
         "clients": len(clients),
@@ -280,6 +294,8 @@ def _analyse(
         "clientsClosed": sum(1 for c in clients if c.closed),
         "lastSeq": last,
         "latency": histogram,
+        LATENCY_PARTS[0]: to_server,
+        LATENCY_PARTS[1]: in_server,
     }
 
 

@@ -52,6 +52,14 @@ def check_server_run(result: dict[str, Any]) -> None:
     check_run(result)
     assert set(result["latency"]) == LATENCY
     assert result["latency"]["count"] > 0
+    # Every state the generator sent carries the server's receivedAt: both parts count it.
+    parts = result["latencyParts"]
+    assert list(parts) == ["toServer", "inServer"]
+    assert parts["inServer"]["count"] == result["latency"]["count"]
+    assert 0 < parts["toServer"]["count"] <= result["latency"]["count"]
+    for part in parts.values():
+        assert set(part) == LATENCY
+        assert part["p50Ms"] <= result["latency"]["maxMs"]
     assert set(result["loss"]["state"]) == STATE_LOSS
     assert set(result["loss"]["websocket"]) == WS_LOSS
     assert result["websocket"]["clients"] == result["clients"]
@@ -103,7 +111,9 @@ def test_a_quick_bench_writes_every_result(tmp_path: Path) -> None:
         check_server_run(result)
         assert result["ratioToCeiling"] is not None
     steps = by_name["max-throughput"]["steps"]
-    assert steps and {"targetRate", "throughput", "latency", "sustained"} <= set(steps[0])
+    assert steps and {"targetRate", "throughput", "latency", "latencyParts", "sustained"} <= set(
+        steps[0]
+    )
 
     for result in by_name.values():  # the archiver is on: the lake is counted after each run
         lake = result["lake"]
