@@ -37,6 +37,8 @@ KNOWN_NAMES = {
     "kafka_replication_factor": ("kafka", "replication_factor"),
     "kafka_retention_ms": ("kafka", "retention_ms"),
     "kafka_group": ("kafka", "group"),
+    "kafka_linger_ms": ("kafka", "linger_ms"),
+    "kafka_fetch_wait_ms": ("kafka", "fetch_wait_ms"),
     "kafka_instance_id": ("kafka", "instance_id"),
     "redis_url": ("redis", "url"),
     "redis_prefix": ("redis", "prefix"),

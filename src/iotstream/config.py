@@ -213,6 +213,20 @@ class KafkaSettings(Group):
     group: str = Field(
         default="iotstream-processor", description="consumer group of the processors"
     )
+    linger_ms: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description="ms a producer holds records to send them together (Kafka's linger.ms): "
+        "less is a lower latency for more of Kafka's CPU",
+    )
+    fetch_wait_ms: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description="ms Kafka holds a consumer's fetch until it has a megabyte to return "
+        "(fetch.wait.max.ms): less is a lower latency for more of Kafka's CPU",
+    )
     instance_id: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9._-]{1,200}$",

@@ -23,10 +23,11 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 import harness
 from iotstream.bus import Consumer as BusConsumer
-from iotstream.bus import Position
+from iotstream.bus import Position, create_bus
 from iotstream.bus import kafka as kafka_module
 from iotstream.bus.kafka import PRODUCER_CONFIG, KafkaBus
 from iotstream.bus.kafka_codec import UNDECODABLE, decode_all, partition_of
+from iotstream.config import load_settings
 from iotstream.errors import BusError
 from iotstream.models import Batch, RawMessage, Reading, Rejected
 
@@ -233,6 +234,36 @@ class TestKafkaBus(BusSuite):
         assert seqs(batch, "a")  # what arrived first, without waiting for 10 000 records
         assert time.monotonic() - started < 5.0
 
+    async def test_the_linger_and_the_fetch_wait_go_to_the_clients(
+        self, kafka: harness.Service, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        made: list[dict[str, object]] = []
+
+        def recording(client: type) -> type:
+            class Recorded(client):  # type: ignore[misc, valid-type]
+                def __init__(self, config: dict[str, object]) -> None:
+                    made.append(config)
+                    super().__init__(config)
+
+            return Recorded
+
+        monkeypatch.setattr(kafka_module, "Producer", recording(kafka_module.Producer))
+        monkeypatch.setattr(kafka_module, "_KafkaConsumer", recording(kafka_module._KafkaConsumer))
+        topic = unique_topic()
+        bus = KafkaBus(
+            kafka.address, topic=topic, partitions=1, group_prefix=f"{topic}.", linger_ms=0,
+            fetch_wait_ms=1,
+        )  # fmt: skip
+        async with bus:
+            consumer = await bus.consumer("g")
+            await bus.publish(readings("a", range(3)))
+            assert seqs(await drain(consumer, 3), "a") == [0, 1, 2]
+            await consumer.close()
+        producers = [c for c in made if "group.id" not in c]
+        consumers = [c for c in made if "group.id" in c]
+        assert [c["linger.ms"] for c in producers] == [0]
+        assert [c["fetch.wait.max.ms"] for c in consumers] == [1]
+
     async def test_closing_right_after_a_cancelled_poll_is_safe(self, bus: KafkaBus) -> None:
         consumer = await bus.consumer("g")
         polling = asyncio.create_task(consumer.poll(100, timeout=0.5))
@@ -420,6 +451,18 @@ class TestKafkaBus(BusSuite):
                 await second.poll(100, timeout=0.2)
             await first.close()
             await second.close()
+
+
+def test_the_settings_give_the_bus_its_linger_and_fetch_wait() -> None:
+    settings = load_settings(
+        None, kafka_bootstrap="127.0.0.1:9092", kafka_linger_ms=3, kafka_fetch_wait_ms=4
+    )
+    bus = create_bus(settings)
+    assert isinstance(bus, KafkaBus)
+    assert (bus.linger_ms, bus.fetch_wait_ms) == (3, 4)
+    defaults = create_bus(load_settings(None, kafka_bootstrap="127.0.0.1:9092"))
+    assert isinstance(defaults, KafkaBus)
+    assert (defaults.linger_ms, defaults.fetch_wait_ms) == (10, 10)
 
 
 def test_a_cluster_id_never_starts_with_a_dash() -> None:

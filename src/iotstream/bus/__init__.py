@@ -22,4 +22,6 @@ def create_bus(settings: Settings) -> Bus:
         replication_factor=settings.kafka.replication_factor,
         retention_ms=settings.kafka.retention_ms,
         instance_id=settings.kafka.instance_id,
+        linger_ms=settings.kafka.linger_ms,
+        fetch_wait_ms=settings.kafka.fetch_wait_ms,
     )

@@ -57,30 +57,35 @@ holds many readings)."""
 LAG_TIMEOUT = 2.0
 """Seconds each question of a consumer lag (committed offsets, end offsets) may take."""
 
-# Records wait at most linger.ms to share a request with others, which is what makes
-# throughput; compression pays because a partition's records repeat keys and device ids.
-# lz4 rather than zstd: every batch is decompressed three times (the broker validates it,
-# the processor and the archiver read it); at 10k msg/s the whole stack took 96 % of a core
-# with lz4 and 104 % with zstd (librdkafka's threads 4 % and 10 %). Idempotence keeps each
-# device's order and drops the duplicates of librdkafka's retries. murmur2 is the Java
-# client's partitioner, so other producers keyed by device id agree on the partition.
-# Statistics are only read to notice that brokers are reachable again.
+# Records wait at most linger.ms (``LINGER_MS``, or the bus's ``linger_ms``) to share a
+# request with others, which is what makes throughput; compression pays because a
+# partition's records repeat keys and device ids. Less linger is less latency for more of
+# the broker's CPU: 3 ms instead of 10 (and a fetch wait of 3) took the newest reading a
+# processor's poll got from 27 to 15 ms old, and the broker from 14 to 20 % of a core, at
+# 40k msg/s on two cores (BENCHMARKS.md). lz4 rather than zstd: every batch is
+# decompressed three times (the broker validates it, the processor and the archiver read
+# it); at 10k msg/s the whole stack took 96 % of a core with lz4 and 104 % with zstd
+# (librdkafka's threads 4 % and 10 %). Idempotence keeps each device's order and drops the
+# duplicates of librdkafka's retries. murmur2 is the Java client's partitioner, so other
+# producers keyed by device id agree on the partition. Statistics are only read to notice
+# that brokers are reachable again.
+LINGER_MS = 10
 PRODUCER_CONFIG: dict[str, Any] = {
     "acks": "all",
     "enable.idempotence": True,
-    "linger.ms": 10,
     "compression.type": "lz4",
     "partitioner": "murmur2_random",
     "statistics.interval.ms": 5000,
 }
 
 # Offsets are committed by hand, after the processor stored a batch (at-least-once).
-# A fetch waits for a megabyte or fetch.wait.max.ms: the broker answers a hundred fetches a
-# second instead of one per produced batch (at 1k msg/s that was most of its CPU), for at
-# most that much latency; it also bounds how long a fetch in flight holds back partitions
-# just assigned. With a partition per core (default_partitions) 10 ms rather than 20 cost
-# the broker 2 % of a core at 1k msg/s and took the median at 55k msg/s from 101-105 ms
-# to 90.
+# A fetch waits for a megabyte or fetch.wait.max.ms (``FETCH_WAIT_MS``, or the bus's
+# ``fetch_wait_ms``): the broker answers a hundred fetches a second instead of one per
+# produced batch (at 1k msg/s that was most of its CPU), for at most that much latency; it
+# also bounds how long a fetch in flight holds back partitions just assigned. With a
+# partition per core (default_partitions) 10 ms rather than 20 cost the broker 2 % of a
+# core at 1k msg/s and took the median at 55k msg/s from 101-105 ms to 90.
+FETCH_WAIT_MS = 10
 CONSUMER_CONFIG: dict[str, Any] = {
     "enable.auto.commit": False,
     "auto.offset.reset": "earliest",
@@ -89,7 +94,6 @@ CONSUMER_CONFIG: dict[str, Any] = {
     # second processor every partition of the dead letters and none of the readings. A
     # rebalance revokes every partition and assigns them again (the eager protocol).
     "partition.assignment.strategy": "range",
-    "fetch.wait.max.ms": 10,
     "fetch.min.bytes": 1 << 20,
     # A processor killed with -9 never says goodbye: its partitions wait for the session
     # to expire before a survivor takes them (45 s by default).
@@ -173,13 +177,17 @@ class KafkaBus(Bus):
         client_id: str = "iotstream",
         group_prefix: str = "",
         instance_id: str | None = None,
+        linger_ms: int = LINGER_MS,
+        fetch_wait_ms: int = FETCH_WAIT_MS,
     ) -> None:
         """Topics are created with ``partitions`` (default ``default_partitions``),
         ``replication_factor`` and ``retention_ms`` when missing. ``group_prefix`` goes
         before every consumer group id, so that deployments (or tests) sharing a cluster do
         not share groups. ``instance_id``: this process's static membership in its groups
         (``group.instance.id``): a process restarted with the same id gets its partitions
-        back at once, not after the session timeout; a second one with it fences the first."""
+        back at once, not after the session timeout; a second one with it fences the first.
+        ``linger_ms`` and ``fetch_wait_ms``: the producer's linger.ms and the consumers'
+        fetch.wait.max.ms."""
         self.bootstrap = bootstrap
         self.topic = topic
         self.deadletter_topic = deadletter_topic or f"{topic}.deadletter"
@@ -189,6 +197,8 @@ class KafkaBus(Bus):
         self.client_id = client_id
         self.group_prefix = group_prefix
         self.instance_id = instance_id
+        self.linger_ms = linger_ms
+        self.fetch_wait_ms = fetch_wait_ms
         self.undecodable = 0
         """Records consumers of this bus turned into ``undecodable_record`` dead letters."""
         self._producer: Producer | None = None
@@ -210,6 +220,7 @@ class KafkaBus(Bus):
             "bootstrap.servers": self.bootstrap,
             "client.id": self.client_id,
             **PRODUCER_CONFIG,
+            "linger.ms": self.linger_ms,
             "error_cb": self._on_error,
             "stats_cb": self._on_stats,
             "logger": log,
@@ -424,6 +435,7 @@ class KafkaConsumer(Consumer):
             "client.id": bus.client_id,
             "group.id": bus.group_prefix + group,
             **CONSUMER_CONFIG,
+            "fetch.wait.max.ms": bus.fetch_wait_ms,
             "error_cb": self._on_error,
             "on_commit": self._on_commit,
             "logger": log,
