@@ -240,12 +240,12 @@ class TestKafkaBus(BusSuite):
         made: list[dict[str, object]] = []
 
         def recording(client: type) -> type:
-            class Recorded(client):  # type: ignore[misc, valid-type]
+            class Recording(client):  # type: ignore[misc, valid-type]
                 def __init__(self, config: dict[str, object]) -> None:
                     made.append(config)
                     super().__init__(config)
 
-            return Recorded
+            return Recording
 
         monkeypatch.setattr(kafka_module, "Producer", recording(kafka_module.Producer))
         monkeypatch.setattr(kafka_module, "_KafkaConsumer", recording(kafka_module._KafkaConsumer))
