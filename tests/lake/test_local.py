@@ -3,6 +3,7 @@ choose the lake."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -11,10 +12,11 @@ from deltalake import DeltaTable
 
 from iotstream.config import load_settings
 from iotstream.lake import create_lake
-from iotstream.lake.delta import DeltaLake
+from iotstream.lake.base import READINGS, TABLES
+from iotstream.lake.delta import SCHEMAS, DeltaLake
 from iotstream.models import Batch
 
-from .suite import T0, LakeSuite, Location, point
+from .suite import EVERYTHING, T0, LakeSuite, Location, point
 
 
 class TestLocalLake(LakeSuite):
@@ -53,3 +55,35 @@ async def test_compacted_files_keep_times_as_deltas_and_nothing_spark_refuses(
     assert "DELTA_BINARY_PACKED" in encodings["ts"]
     assert "DELTA_BINARY_PACKED" in encodings["received_at"]
     assert not any("BYTE_STREAM_SPLIT" in found for found in encodings.values())
+
+
+async def test_tables_keep_their_log_as_long_as_set_and_the_positions_past_it(
+    tmp_path: Path,
+) -> None:
+    """A table made before is set to the lake's log retention too; commits older than that
+    go once a checkpoint older than that covers them (one a second of the archiver's would
+    otherwise pile up for 30 days), and the positions recorded in them stay."""
+    root = tmp_path / "lake"
+    DeltaTable.create(str(root / READINGS), SCHEMAS[READINGS], partition_by=["date"])
+    async with DeltaLake(str(root), log_retention_hours=1 / 3600) as lake:
+        table = DeltaTable(lake.uri(READINGS))
+        retention = table.metadata().configuration.get("delta.logRetentionDuration")
+        assert retention == "interval 1 seconds"
+        # Delta checkpoints every hundred commits: the first, then past the retention, more.
+        for n in range(200):
+            if n == 100:
+                await asyncio.sleep(1.5)
+            await lake.append(Batch(readings=[point("r1", T0 + n, n, 0.0)]), {"g/p0": n})
+        log = root / READINGS / "_delta_log"
+        commits = sorted(int(path.name.split(".")[0]) for path in log.glob("*.json"))
+        checkpoints = sorted(int(path.name.split(".")[0]) for path in log.glob("*.checkpoint*"))
+        last = DeltaTable(lake.uri(READINGS)).version()
+        assert await lake.versions(READINGS) == {"g/p0": 199}
+        assert len(await lake.readings(EVERYTHING)) == 200
+    assert len(checkpoints) == 2
+    # Every commit before the older checkpoint is gone; the ones after it are all there.
+    assert commits == list(range(checkpoints[0], last + 1))
+    async with DeltaLake(str(root)) as lake:  # by default, an hour
+        for name in TABLES:
+            config = DeltaTable(lake.uri(name)).metadata().configuration
+            assert config.get("delta.logRetentionDuration") == "interval 3600 seconds"

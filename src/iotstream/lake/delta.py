@@ -26,6 +26,13 @@ delta-encoded, dictionaries for text only, zstd level 6 (``_write_sorted``).
 
 Blocking calls run in worker threads. Writers race with compaction through Delta's
 optimistic concurrency: a commit that loses is retried, never merged by hand.
+
+The log: the archiver commits to every table about once a second, and each commit is a file
+in the table's ``_delta_log``. Delta keeps them for ``delta.logRetentionDuration``, 30 days by
+default: some 2.6 million files a table. The tables are set to keep an hour
+(``log_retention_hours``); past it, delta-rs deletes them as it writes checkpoints (one
+every hundred commits). A checkpoint holds the application transactions, so the archiver's
+positions survive; what goes is time travel further back, which vacuum's hour ends anyway.
 """
 
 from __future__ import annotations
@@ -95,6 +102,7 @@ DAY_MICROS = 86_400 * MICROS
 COORDINATES = ("x", "y", "z")
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 PARTITION = "date"
+LOG_RETENTION = "delta.logRetentionDuration"
 
 SCHEMAS: dict[str, pa.Schema] = {
     READINGS: pa.schema(
@@ -309,6 +317,7 @@ class DeltaLake(Lake):
     ``AWS_ALLOW_HTTP``, ...); without them it reads the usual ``AWS_*`` environment variables.
     ``vacuum_retention_hours``: files that compaction or ``expire`` replaced are deleted
     from storage this long after (a query still reading them finishes first).
+    ``log_retention_hours``: how long each table keeps its commits in its log (see above).
     """
 
     def __init__(
@@ -317,11 +326,13 @@ class DeltaLake(Lake):
         storage_options: Mapping[str, str] | None = None,
         *,
         vacuum_retention_hours: int = 1,
+        log_retention_hours: float = 1.0,
         query_threads: int = 2,
     ) -> None:
         self.local, self.url = lake_root(url)
         self.storage_options = dict(storage_options) if storage_options is not None else None
         self.vacuum_retention_hours = vacuum_retention_hours
+        self.log_retention = f"interval {max(1, round(log_retention_hours * 3600))} seconds"
         self._tables = {name: _Table(name, f"{self.url}/{name}") for name in TABLES}
         self._write_locks = {name: threading.Lock() for name in TABLES}
         self._compact_lock = asyncio.Lock()
@@ -363,11 +374,12 @@ class DeltaLake(Lake):
                         partition_by=[PARTITION],
                         mode="ignore",
                         name=name,
+                        configuration={LOG_RETENTION: self.log_retention},
                         storage_options=self.storage_options,
                     )
                 except CommitFailedError:  # another process created it first
                     _backoff(attempt)
-            table = self._table(name)
+            table = self._keep_log(name)
             protocol = table.protocol()
             if (protocol.min_reader_version, protocol.min_writer_version) != (1, 2):
                 log.warning(
@@ -377,6 +389,19 @@ class DeltaLake(Lake):
                     protocol.min_reader_version,
                     protocol.min_writer_version,
                 )
+
+    def _keep_log(self, name: str) -> DeltaTable:
+        """The table, set to keep its log ``log_retention_hours`` (a table made before, or
+        with another retention, is changed)."""
+        for attempt in range(COMMIT_RETRIES):
+            table = self._table(name)
+            if table.metadata().configuration.get(LOG_RETENTION) == self.log_retention:
+                return table
+            try:
+                table.alter.set_table_properties({LOG_RETENTION: self.log_retention})
+            except CommitFailedError:  # another writer committed first: look again
+                _backoff(attempt)
+        return self._table(name)
 
     def _table(self, name: str) -> DeltaTable:
         return DeltaTable(self.uri(name), storage_options=self.storage_options)
