@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import main
+from bench.generator import PAYLOAD, payload, publish_packet
 
 from .conftest import require
 
@@ -160,3 +161,24 @@ def test_the_auth_bench_times_each_way_of_authenticating() -> None:
     for case in cases.values():
         assert 0 < case["wsP50Us"] <= case["wsP99Us"]
     assert "restP50Us" not in cases["token as subprotocol"]  # a handshake-only way
+
+
+def test_the_publishers_send_what_the_payload_format_says() -> None:
+    """The publishers build each message from parts formatted ahead; byte for byte what
+    ``PAYLOAD`` formats, in a packet with the MQTT remaining length."""
+    sent_at = 1_795_400_000.123456
+    wall = b"%.6f" % sent_at
+    for d in range(0, 1000, 37):
+        for seq in range(0, 1300, 7):
+            x, y = (d * 7 + seq) % 600 / 10, (d * 3 + seq) % 400 / 10
+            assert payload(d, seq, wall) == PAYLOAD % (x, y, sent_at, seq, sent_at)
+    head = b"\x00\x03a/b"  # 5 bytes
+    for size, length in [
+        (127, b"\x7f"),
+        (128, b"\x80\x01"),
+        ((1 << 14) - 1, b"\xff\x7f"),
+        (1 << 14, b"\x80\x80\x01"),
+        (2_097_152, b"\x80\x80\x80\x01"),
+    ]:
+        body = b"p" * (size - len(head))
+        assert publish_packet(head, body) == b"\x30" + length + head + body
