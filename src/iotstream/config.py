@@ -42,6 +42,10 @@ BrokerKind = Literal["auto", "mosquitto", "amqtt"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["text", "json"]
 ENV_PREFIX = "IOTSTREAM_"
+KAFKA_LINGER_MS = 10
+KAFKA_FETCH_WAIT_MS = 10
+"""Kafka's linger.ms (the bridge's producer) and fetch.wait.max.ms (the processors' and
+archivers' consumers) unless set; ``bus/kafka.py`` says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,14 +218,14 @@ class KafkaSettings(Group):
         default="iotstream-processor", description="consumer group of the processors"
     )
     linger_ms: int = Field(
-        default=10,
+        default=KAFKA_LINGER_MS,
         ge=0,
         le=1000,
         description="ms a producer holds records to send them together (Kafka's linger.ms): "
         "less is a lower latency for more of Kafka's CPU",
     )
     fetch_wait_ms: int = Field(
-        default=10,
+        default=KAFKA_FETCH_WAIT_MS,
         ge=0,
         le=1000,
         description="ms Kafka holds a consumer's fetch until it has a megabyte to return "

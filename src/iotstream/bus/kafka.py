@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from ..config import KAFKA_FETCH_WAIT_MS, KAFKA_LINGER_MS
 from ..errors import BusError, missing_extra
 from ..health import Health
 from ..models import EVENT_KINDS, Batch, Event
@@ -57,19 +58,18 @@ holds many readings)."""
 LAG_TIMEOUT = 2.0
 """Seconds each question of a consumer lag (committed offsets, end offsets) may take."""
 
-# Records wait at most linger.ms (``LINGER_MS``, or the bus's ``linger_ms``) to share a
-# request with others, which is what makes throughput; compression pays because a
-# partition's records repeat keys and device ids. Less linger is less latency for more of
-# the broker's CPU: 3 ms instead of 10 (and a fetch wait of 3) took the newest reading a
-# processor's poll got from 27 to 15 ms old, and the broker from 14 to 20 % of a core, at
-# 40k msg/s on two cores (BENCHMARKS.md). lz4 rather than zstd: every batch is
-# decompressed three times (the broker validates it, the processor and the archiver read
-# it); at 10k msg/s the whole stack took 96 % of a core with lz4 and 104 % with zstd
-# (librdkafka's threads 4 % and 10 %). Idempotence keeps each device's order and drops the
-# duplicates of librdkafka's retries. murmur2 is the Java client's partitioner, so other
-# producers keyed by device id agree on the partition. Statistics are only read to notice
-# that brokers are reachable again.
-LINGER_MS = 10
+# Records wait at most linger.ms (``KAFKA_LINGER_MS``, or the bus's ``linger_ms``) to share a
+# request with others, which is what makes throughput; compression pays because a partition's
+# records repeat keys and device ids. Less linger is less latency for more of the broker's CPU:
+# 3 ms instead of 10 (and a fetch wait of 3) took the newest reading a processor's poll got
+# from 27 to 15 ms old, and the broker from 14 to 20 % of a core, at 40k msg/s on two cores
+# (BENCHMARKS.md). lz4 rather than zstd: every batch is decompressed three times (the broker
+# validates it, the processor and the archiver read it); at 10k msg/s the whole stack took 96 %
+# of a core with lz4 and 104 % with zstd (librdkafka's threads 4 % and 10 %); without
+# compression the broker took 18 % of a core against 15 at 48k msg/s. Idempotence keeps each
+# device's order and drops the duplicates of librdkafka's retries. murmur2 is the Java client's
+# partitioner, so other producers keyed by device id agree on the partition. Statistics are
+# only read to notice that brokers are reachable again.
 PRODUCER_CONFIG: dict[str, Any] = {
     "acks": "all",
     "enable.idempotence": True,
@@ -78,14 +78,13 @@ PRODUCER_CONFIG: dict[str, Any] = {
     "statistics.interval.ms": 5000,
 }
 
-# Offsets are committed by hand, after the processor stored a batch (at-least-once).
-# A fetch waits for a megabyte or fetch.wait.max.ms (``FETCH_WAIT_MS``, or the bus's
-# ``fetch_wait_ms``): the broker answers a hundred fetches a second instead of one per
-# produced batch (at 1k msg/s that was most of its CPU), for at most that much latency; it
-# also bounds how long a fetch in flight holds back partitions just assigned. With a
-# partition per core (default_partitions) 10 ms rather than 20 cost the broker 2 % of a
-# core at 1k msg/s and took the median at 55k msg/s from 101-105 ms to 90.
-FETCH_WAIT_MS = 10
+# Offsets are committed by hand, after the processor stored a batch (at-least-once). A fetch
+# waits for a megabyte or fetch.wait.max.ms (``KAFKA_FETCH_WAIT_MS``, or the bus's
+# ``fetch_wait_ms``): the broker answers a hundred fetches a second instead of one per produced
+# batch (at 1k msg/s that was most of its CPU), for at most that much latency; it also bounds
+# how long a fetch in flight holds back partitions just assigned. With a partition per core
+# (default_partitions) 10 ms rather than 20 cost the broker 2 % of a core at 1k msg/s and took
+# the median at 55k msg/s from 101-105 ms to 90.
 CONSUMER_CONFIG: dict[str, Any] = {
     "enable.auto.commit": False,
     "auto.offset.reset": "earliest",
@@ -177,8 +176,8 @@ class KafkaBus(Bus):
         client_id: str = "iotstream",
         group_prefix: str = "",
         instance_id: str | None = None,
-        linger_ms: int = LINGER_MS,
-        fetch_wait_ms: int = FETCH_WAIT_MS,
+        linger_ms: int = KAFKA_LINGER_MS,
+        fetch_wait_ms: int = KAFKA_FETCH_WAIT_MS,
     ) -> None:
         """Topics are created with ``partitions`` (default ``default_partitions``),
         ``replication_factor`` and ``retention_ms`` when missing. ``group_prefix`` goes

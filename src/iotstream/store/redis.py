@@ -280,8 +280,7 @@ class _Known:
             # The most common batch of a device, and newer than its state (see below).
             applied = readings[0]
             newest, merged, seen = applied.timestamp, applied.fields, applied.received_at
-            counted = 1
-            window, writes = None, _ring_writes(self.count, fingerprints, window_size)
+            counted, appended, window = 1, fingerprints, None
         elif len(set(fingerprints)) == len(fingerprints) and all(
             reading.timestamp > newest for reading in readings
         ):
@@ -292,8 +291,7 @@ class _Known:
                     merged.update(reading.fields)
                 if reading.received_at > seen:
                     seen = reading.received_at
-            counted = len(readings)
-            window, writes = None, _ring_writes(self.count, fingerprints, window_size)
+            counted, appended, window = len(readings), fingerprints, None
         else:
             window = self.window
             if window is None:
@@ -320,6 +318,9 @@ class _Known:
                     merged.update(reading.fields)
             if not counted:
                 return None
+        if window is None:  # the merges that only append: the window stays with the store
+            writes = _ring_writes(self.count, appended, window_size)
+        else:
             window, writes = _ring(window, self.count, appended, window_size)
         count = self.count + counted
         if applied is None:
