@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from iotstream.bus import kafka_codec
+from iotstream.bus.base import Position
 from iotstream.bus.kafka_codec import (
     COLUMNS,
     READINGS,
@@ -300,6 +301,32 @@ def test_readings_in_columns_decode_in_order_with_integer_times_as_floats() -> N
         Reading("b", {"x": 1}, 2.0, 4.5),
     ]
     assert all(type(r.timestamp) is float for r in decode_all(columns()))  # type: ignore[union-attr]
+
+
+def test_a_batch_records_each_events_position_beside_it_kind_by_kind() -> None:
+    raw = RawMessage("other/topic", b"{}", T0)
+    records = [
+        Record(columns(), ("mqtt-messages", 0, 7)),
+        Record(encode(raw)[1], ("mqtt-messages", 1, 3)),
+        Record(b"#", ("mqtt-messages", 1, 4)),
+        Record(columns(id=["c", "a"]), ("mqtt-messages", 0, 8)),
+    ]
+    positions: dict[type[Any], list[Position]] = {}
+    batch = decode_batch(records, positions)
+    # The second record of ids "a" and "c" decodes "a" as already checked, "c" as new.
+    assert batch.readings == [
+        Reading("a", {}, 1.5, 3.0),
+        Reading("b", {"x": 1}, 2.0, 4.5),
+        Reading("c", {}, 1.5, 3.0),
+        Reading("a", {"x": 1}, 2.0, 4.5),
+    ]
+    assert batch.raw == [raw]
+    assert [letter.topic for letter in batch.rejected] == ["kafka:mqtt-messages-1@4"]
+    assert positions == {
+        Reading: [Position("mqtt-messages-0", 7)] * 2 + [Position("mqtt-messages-0", 8)] * 2,
+        RawMessage: [Position("mqtt-messages-1", 3)],
+        Rejected: [Position("mqtt-messages-1", 4)],
+    }
 
 
 @pytest.mark.parametrize(
