@@ -423,9 +423,9 @@ def _columns(document: Document) -> list[Event]:
     # A fleet's ids are nearly always checked already: the rest are checked before any is
     # looked up, as checking one may forget the others (``KNOWN_IDS_LIMIT``).
     known = _KNOWN_IDS
-    unknown = set(ids).difference(known)
-    if unknown:
-        known = {text: _checked_id(text) for text in set(ids)}
+    named = set(ids)
+    if named.difference(known):  # issubset would copy the known ids into a set first
+        known = {text: _checked_id(text) for text in named}
     readings: list[Event] = list(map(Reading, map(known.__getitem__, ids), fields, times, received))
     return readings
 
