@@ -1,7 +1,8 @@
 # The front door: `make run` starts the embedded server, `make test` runs every test.
 # The virtualenv's interpreter: Debian's python3.11 when its venv module is there (built with
-# PGO and LTO, libpython linked in: the pipeline's Python code ran 15-19 % faster on it than on
-# a build with --enable-shared and no PGO, see BENCHMARKS.md), else the first python3.
+# PGO and LTO, libpython linked in: the bridge's parsing and the consumers' decoding ran 16-19 %
+# faster on it than on a build with --enable-shared and no PGO, see BENCHMARKS.md), else the
+# first python3.
 PYTHON ?= $(shell /usr/bin/python3.11 -c 'import ensurepip' >/dev/null 2>&1 && echo /usr/bin/python3.11 || echo python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
