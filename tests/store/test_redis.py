@@ -189,6 +189,20 @@ class TestRedisStore(StoreSuite, CommandSuite):
         await store.apply(Batch(readings=[Reading("r1", {"x": 0.0}, T0, T0)]))
         assert await store.expire(T0 + 50) == []
 
+    @pytest.mark.parametrize("seen", [T0 + 0.123456789, 1.0e16 + 2.0, 3.0e-5])
+    async def test_last_seen_is_the_exact_receive_time(
+        self, store: RedisStore, redis_server: harness.Service, seen: float
+    ) -> None:
+        # The second batch takes the merged path (the store knows the device), whose last-seen
+        # score is written as text: it must name the very same double, however it is spelled.
+        await store.apply(Batch(readings=[Reading("r1", {"x": 1.0}, T0, 0.0)]))
+        await store.apply(Batch(readings=[Reading("r1", {"x": 2.0}, T0 + 1, seen)]))
+        admin = Redis.from_url(url_of(redis_server))
+        try:
+            assert await admin.zscore(store._lastseen, "r1") == seen
+        finally:
+            await admin.aclose()
+
     async def test_counters_and_deadletters_accumulate_over_batches(
         self, store: RedisStore
     ) -> None:

@@ -552,12 +552,15 @@ class RedisStore(Store):
                     continue
                 if after is not None:
                     writes[device_id] = after
+                    # The receive time as Python spells it, the shortest text of the same
+                    # double as orjson's. Every small orjson result kept holds about 4 KiB
+                    # (its first buffer): 1.9 µs a device instead of 0.35.
                     written += (
                         device_id,
                         b"%d" % before.count,
                         after.text if after.changed else b"",
                         after.count - before.count,
-                        dumps(after.seen),
+                        b"%r" % after.seen,
                         *after.window_writes,
                     )
                 continue
