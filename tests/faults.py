@@ -87,6 +87,8 @@ class FlakyBus(MemoryBus):
         self.commit_fault = Fault(BusError, "bus commit")
         self.commits = 0
         """Commits that went through, by any consumer."""
+        self.polls_with_events = 0
+        """Polls that returned events, by any consumer."""
 
     async def publish(self, batch: Batch) -> None:
         self.publish_fault.trip()
@@ -103,7 +105,10 @@ class FlakyConsumer(MemoryConsumer):
 
     async def poll(self, max_events: int = 10_000, timeout: float = 1.0) -> Batch:
         self._flaky.poll_fault.trip()
-        return await super().poll(max_events, timeout)
+        batch = await super().poll(max_events, timeout)
+        if batch:
+            self._flaky.polls_with_events += 1
+        return batch
 
     async def commit(self) -> None:
         self._flaky.commit_fault.trip()

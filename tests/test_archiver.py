@@ -16,7 +16,7 @@ import pytest
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 import harness
-from iotstream.archiver import Archiver
+from iotstream.archiver import POLL_REST, Archiver
 from iotstream.bus.kafka import KafkaBus
 from iotstream.lake import RAW_MESSAGES, READINGS, REJECTED, TABLES
 from iotstream.lake.delta import DeltaLake, readings_table
@@ -213,6 +213,23 @@ async def test_about_one_lake_commit_per_flush_interval(bus: FlakyBus, lake: Fla
     # One commit per half second, give or take the first and the last.
     assert elapsed / 0.5 - 2 <= lake.appends <= elapsed / 0.5 + 2
     assert n > 50  # many bus batches per lake commit
+    assert readings_held(lake) == expected(range(n))
+
+
+async def test_it_rests_between_polls_while_it_gathers(bus: FlakyBus, lake: FlakyLake) -> None:
+    async with archiver(bus, lake, flush_interval=1.0) as running:
+        assert running.poll_rest == POLL_REST
+        started = time.monotonic()
+        n = 0
+        while time.monotonic() - started < 2.0:
+            await bus.publish(batch(n))
+            n += 1
+            await asyncio.sleep(0.005)
+        await wait_until(lambda: running.archived == n * 5, "everything was archived")
+        elapsed = time.monotonic() - started
+    # A poll after each rest, and one after each lake commit; not one per bus batch.
+    assert n > 150
+    assert bus.polls_with_events <= elapsed / POLL_REST + lake.appends + 2
     assert readings_held(lake) == expected(range(n))
 
 
