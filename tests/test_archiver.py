@@ -200,16 +200,24 @@ async def test_a_table_deleted_under_it_is_made_again_and_archiving_goes_on(
     assert readings_held(lake) == expected(range(1, 2))
 
 
+async def stream(
+    bus: FlakyBus, running: Archiver, seconds: float, every: float
+) -> tuple[int, float]:
+    """Publish a batch every ``every`` seconds for ``seconds``; once all of it is archived, the
+    batches published and the seconds since the first."""
+    started = time.monotonic()
+    n = 0
+    while time.monotonic() - started < seconds:
+        await bus.publish(batch(n))
+        n += 1
+        await asyncio.sleep(every)
+    await wait_until(lambda: running.archived == n * 5, "everything was archived")
+    return n, time.monotonic() - started
+
+
 async def test_about_one_lake_commit_per_flush_interval(bus: FlakyBus, lake: FlakyLake) -> None:
     async with archiver(bus, lake, flush_interval=0.5) as running:
-        started = time.monotonic()
-        n = 0
-        while time.monotonic() - started < 3.0:
-            await bus.publish(batch(n))
-            n += 1
-            await asyncio.sleep(0.01)
-        await wait_until(lambda: running.archived == n * 5, "everything was archived")
-        elapsed = time.monotonic() - started
+        n, elapsed = await stream(bus, running, 3.0, 0.01)
     # One commit per half second, give or take the first and the last.
     assert elapsed / 0.5 - 2 <= lake.appends <= elapsed / 0.5 + 2
     assert n > 50  # many bus batches per lake commit
@@ -219,14 +227,7 @@ async def test_about_one_lake_commit_per_flush_interval(bus: FlakyBus, lake: Fla
 async def test_it_rests_between_polls_while_it_gathers(bus: FlakyBus, lake: FlakyLake) -> None:
     async with archiver(bus, lake, flush_interval=1.0) as running:
         assert running.poll_rest == POLL_REST
-        started = time.monotonic()
-        n = 0
-        while time.monotonic() - started < 2.0:
-            await bus.publish(batch(n))
-            n += 1
-            await asyncio.sleep(0.005)
-        await wait_until(lambda: running.archived == n * 5, "everything was archived")
-        elapsed = time.monotonic() - started
+        n, elapsed = await stream(bus, running, 2.0, 0.005)
     # A poll after each rest, and one after each lake commit; not one per bus batch.
     assert n > 150
     assert bus.polls_with_events <= elapsed / POLL_REST + lake.appends + 2
