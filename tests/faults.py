@@ -89,12 +89,17 @@ class FlakyBus(MemoryBus):
         """Commits that went through, by any consumer."""
         self.polls_with_events = 0
         """Polls that returned events, by any consumer."""
+        self.max_waits: list[float | None] = []
+        """What each consumer was made with."""
 
     async def publish(self, batch: Batch) -> None:
         self.publish_fault.trip()
         await super().publish(batch)
 
-    async def consumer(self, group: str, placement: Placement | None = None) -> Consumer:
+    async def consumer(
+        self, group: str, placement: Placement | None = None, *, max_wait: float | None = None
+    ) -> Consumer:
+        self.max_waits.append(max_wait)
         return FlakyConsumer(self, group, placement)
 
 

@@ -82,6 +82,16 @@ class BusSuite:
         assert seqs(got, "a") == list(range(100))
         assert seqs(got, "b") == list(range(100))
 
+    async def test_a_member_that_takes_in_bulk_receives_every_event(self, bus: Bus) -> None:
+        for start in range(0, 60, 20):
+            await bus.publish(readings("a", range(start, start + 20)))
+        consumer = await bus.consumer("g", max_wait=0.2)
+        got = await drain(consumer, 60)
+        await bus.publish(readings("a", range(60, 65)))
+        got.extend(await drain(consumer, 5))
+        await consumer.close()
+        assert seqs(got, "a") == list(range(65))
+
     async def test_every_group_receives_every_event(self, bus: Bus) -> None:
         await bus.publish(readings("a", range(10)))
         first, second = await bus.consumer("g1"), await bus.consumer("g2")

@@ -256,13 +256,16 @@ class TestKafkaBus(BusSuite):
         )  # fmt: skip
         async with bus:
             consumer = await bus.consumer("g")
+            patient = await bus.consumer("p", max_wait=0.25)
             await bus.publish(readings("a", range(3)))
             assert seqs(await drain(consumer, 3), "a") == [0, 1, 2]
+            assert seqs(await drain(patient, 3), "a") == [0, 1, 2]
             await consumer.close()
+            await patient.close()
         producers = [c for c in made if "group.id" not in c]
         consumers = [c for c in made if "group.id" in c]
         assert [c["linger.ms"] for c in producers] == [0]
-        assert [c["fetch.wait.max.ms"] for c in consumers] == [1]
+        assert [c["fetch.wait.max.ms"] for c in consumers] == [1, 250]
 
     async def test_closing_right_after_a_cancelled_poll_is_safe(self, bus: KafkaBus) -> None:
         consumer = await bus.consumer("g")

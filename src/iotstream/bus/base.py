@@ -108,6 +108,10 @@ class Bus(Component):
         """Append a batch; returns once the backend has accepted it."""
 
     @abstractmethod
-    async def consumer(self, group: str, placement: Placement | None = None) -> Consumer:
+    async def consumer(
+        self, group: str, placement: Placement | None = None, *, max_wait: float | None = None
+    ) -> Consumer:
         """Join consumer group ``group``; with ``placement``, the member starts where it says
-        and keeps the ``positions()`` of what it polls."""
+        and keeps the ``positions()`` of what it polls. ``max_wait``: seconds the bus may hold
+        what arrived back to deliver more at once, for a member that takes it in bulk (the
+        bus's own when ``None``)."""

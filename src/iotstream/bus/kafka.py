@@ -386,10 +386,15 @@ class KafkaBus(Bus):
 
     # --- consuming and health -------------------------------------------------------------
 
-    async def consumer(self, group: str, placement: Placement | None = None) -> Consumer:
+    async def consumer(
+        self, group: str, placement: Placement | None = None, *, max_wait: float | None = None
+    ) -> Consumer:
+        """``max_wait``: the consumer's fetch.wait.max.ms (the bus's ``fetch_wait_ms`` when
+        ``None``)."""
         if self._producer is None:
             raise BusError("the Kafka bus is not started")
-        return KafkaConsumer(self, group, placement)
+        wait_ms = self.fetch_wait_ms if max_wait is None else max(1, round(max_wait * 1000))
+        return KafkaConsumer(self, group, placement, wait_ms)
 
     def health(self) -> Health:
         producer = self._producer
@@ -417,7 +422,9 @@ class KafkaConsumer(Consumer):
     event loop), and records fetched from a partition revoked meanwhile are left out.
     """
 
-    def __init__(self, bus: KafkaBus, group: str, placement: Placement | None = None) -> None:
+    def __init__(
+        self, bus: KafkaBus, group: str, placement: Placement | None = None, wait_ms: int = 0
+    ) -> None:
         self._bus = bus
         self._closed = False
         self._last_error: str | None = None
@@ -434,7 +441,7 @@ class KafkaConsumer(Consumer):
             "client.id": bus.client_id,
             "group.id": bus.group_prefix + group,
             **CONSUMER_CONFIG,
-            "fetch.wait.max.ms": bus.fetch_wait_ms,
+            "fetch.wait.max.ms": wait_ms or bus.fetch_wait_ms,
             "error_cb": self._on_error,
             "on_commit": self._on_commit,
             "logger": log,

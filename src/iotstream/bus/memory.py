@@ -112,7 +112,10 @@ class MemoryBus(Bus):
     def _join(self, group: str) -> int:
         return self._committed.setdefault(group, self._first)
 
-    async def consumer(self, group: str, placement: Placement | None = None) -> Consumer:
+    async def consumer(
+        self, group: str, placement: Placement | None = None, *, max_wait: float | None = None
+    ) -> Consumer:
+        # Nothing to wait for: a poll takes whatever the log holds, at once.
         return MemoryConsumer(self, group, placement)
 
     def _events_before(self, offset: int) -> int:
