@@ -44,8 +44,9 @@ LogFormat = Literal["text", "json"]
 ENV_PREFIX = "IOTSTREAM_"
 KAFKA_LINGER_MS = 10
 KAFKA_FETCH_WAIT_MS = 10
-"""Kafka's linger.ms (the bridge's producer) and fetch.wait.max.ms (the processors' and
-archivers' consumers) unless set; ``bus/kafka.py`` says why."""
+"""Kafka's linger.ms (the bridge's producer) and fetch.wait.max.ms (the processors'
+consumers; an archiver's fetches wait as long as it rests between polls, ``archiver.py``)
+unless set; ``bus/kafka.py`` says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +229,7 @@ class KafkaSettings(Group):
         default=KAFKA_FETCH_WAIT_MS,
         ge=0,
         le=1000,
-        description="ms Kafka holds a consumer's fetch until it has a megabyte to return "
+        description="ms Kafka holds a processor's fetch until it has a megabyte to return "
         "(fetch.wait.max.ms): less is a lower latency for more of Kafka's CPU",
     )
     instance_id: str | None = Field(
