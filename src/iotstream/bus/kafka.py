@@ -393,7 +393,7 @@ class KafkaBus(Bus):
         ``None``)."""
         if self._producer is None:
             raise BusError("the Kafka bus is not started")
-        wait_ms = self.fetch_wait_ms if max_wait is None else max(1, round(max_wait * 1000))
+        wait_ms = None if max_wait is None else max(1, round(max_wait * 1000))
         return KafkaConsumer(self, group, placement, wait_ms)
 
     def health(self) -> Health:
@@ -423,7 +423,11 @@ class KafkaConsumer(Consumer):
     """
 
     def __init__(
-        self, bus: KafkaBus, group: str, placement: Placement | None = None, wait_ms: int = 0
+        self,
+        bus: KafkaBus,
+        group: str,
+        placement: Placement | None = None,
+        wait_ms: int | None = None,
     ) -> None:
         self._bus = bus
         self._closed = False
@@ -441,7 +445,7 @@ class KafkaConsumer(Consumer):
             "client.id": bus.client_id,
             "group.id": bus.group_prefix + group,
             **CONSUMER_CONFIG,
-            "fetch.wait.max.ms": wait_ms or bus.fetch_wait_ms,
+            "fetch.wait.max.ms": bus.fetch_wait_ms if wait_ms is None else wait_ms,
             "error_cb": self._on_error,
             "on_commit": self._on_commit,
             "logger": log,
