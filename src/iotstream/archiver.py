@@ -50,7 +50,7 @@ POLL_REST = 0.1
 """Seconds the archiver rests after a poll that found events, while it gathers a batch (the
 bus keeps what arrives meanwhile). Each poll is a hop to the consumer's thread and back:
 polling as soon as anything had arrived, the archiver polled 58 times a second at 60k msg/s
-and took 19-24 % of a core; resting, 7 times and 15-17 % (BENCHMARKS.md)."""
+and took 19-21 % of a core; resting, 7 times and 15-17 % (BENCHMARKS.md)."""
 
 TABLE_OF: dict[type[Event], str] = {
     Reading: READINGS,
@@ -317,7 +317,7 @@ class Archiver(Component):
 
     async def _join(self) -> Consumer:
         # It polls at most every ``poll_rest`` while it gathers, so the bus may hold what
-        # arrives as long: at 60k msg/s Kafka took 11-12 % of a core instead of 13-14 with
+        # arrives as long: at 60k msg/s Kafka took 11-12 % of a core instead of 13-16 with
         # fetches answered after 10 ms (BENCHMARKS.md).
         return await self.bus.consumer(self.group, self._placement, max_wait=self.poll_rest)
 

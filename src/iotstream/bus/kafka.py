@@ -79,12 +79,12 @@ PRODUCER_CONFIG: dict[str, Any] = {
 }
 
 # Offsets are committed by hand, after the processor stored a batch (at-least-once). A fetch
-# waits for a megabyte or fetch.wait.max.ms (``KAFKA_FETCH_WAIT_MS``, or the bus's
-# ``fetch_wait_ms``): the broker answers a hundred fetches a second instead of one per produced
-# batch (at 1k msg/s that was most of its CPU), for at most that much latency; it also bounds
-# how long a fetch in flight holds back partitions just assigned. With a partition per core
-# (default_partitions) 10 ms rather than 20 cost the broker 2 % of a core at 1k msg/s and took
-# the median at 55k msg/s from 101-105 ms to 90.
+# waits for a megabyte or fetch.wait.max.ms (``KAFKA_FETCH_WAIT_MS``, the bus's
+# ``fetch_wait_ms``, or the consumer's ``max_wait``): the broker answers a hundred fetches a
+# second instead of one per produced batch (at 1k msg/s that was most of its CPU), for at most
+# that much latency; it also bounds how long a fetch in flight holds back partitions just
+# assigned. With a partition per core (default_partitions) 10 ms rather than 20 cost the broker
+# 2 % of a core at 1k msg/s and took the median at 55k msg/s from 101-105 ms to 90.
 CONSUMER_CONFIG: dict[str, Any] = {
     "enable.auto.commit": False,
     "auto.offset.reset": "earliest",
@@ -186,7 +186,7 @@ class KafkaBus(Bus):
         (``group.instance.id``): a process restarted with the same id gets its partitions
         back at once, not after the session timeout; a second one with it fences the first.
         ``linger_ms`` and ``fetch_wait_ms``: the producer's linger.ms and the consumers'
-        fetch.wait.max.ms."""
+        fetch.wait.max.ms (unless a consumer is made with a ``max_wait``)."""
         self.bootstrap = bootstrap
         self.topic = topic
         self.deadletter_topic = deadletter_topic or f"{topic}.deadletter"
