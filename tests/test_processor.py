@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import statistics
 import time
 from collections.abc import AsyncIterator
 
@@ -248,3 +250,67 @@ async def test_what_arrives_during_a_write_goes_into_the_next_one_together(
         store.release.set()
         await wait_until(lambda: sum(map(len, store.batches)) == 3, "all three were written")
     assert store.batches == [["a"], ["b", "c"]]
+
+
+class SlowStore(FlakyStore):
+    """Each write takes ``seconds``; it records when each began and ended, and its size."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.writes_at: list[tuple[float, float, int]] = []
+
+    async def apply(self, batch: Batch, *, report: bool = True) -> Changes:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await asyncio.sleep(self.seconds)
+        changes = await super().apply(batch, report=report)
+        self.writes_at.append((began, loop.time(), len(batch)))
+        return changes
+
+
+async def feed(bus: FlakyBus, seconds: float, *, one_device: bool) -> int:
+    """A reading every millisecond or so for ``seconds``, of one device or each of its own;
+    how many were published."""
+    loop = asyncio.get_running_loop()
+    end, seq = loop.time() + seconds, 0
+    while loop.time() < end:
+        await bus.publish(readings("r1" if one_device else f"r{seq}", range(seq, seq + 1)))
+        seq += 1
+        await asyncio.sleep(0.001)
+    return seq
+
+
+def gaps_after_merges(writes: list[tuple[float, float, int]]) -> list[float]:
+    """From the end of each write of more than one reading to the start of the next."""
+    return [
+        began - ended for (_, ended, size), (began, _, _) in itertools.pairwise(writes) if size > 1
+    ]
+
+
+@pytest.mark.parametrize(("write", "rest"), [(0.04, 0.02), (0.1, 0.025)])
+async def test_after_a_write_that_merged_it_rests_half_as_long_at_most_max_rest(
+    bus: FlakyBus, write: float, rest: float
+) -> None:
+    """Under load the next poll waits, so what arrives meanwhile joins one bigger write."""
+    store = SlowStore(write)
+    async with store, bus, Processor(bus, store, group=GROUP) as processor:
+        sent = await feed(bus, 1.0, one_device=True)
+        await wait_until(lambda: processor.processed == sent, "every reading was written")
+    gaps = gaps_after_merges(store.writes_at)
+    assert len(gaps) >= 5
+    # Between two writes: the rest, the poll and (sometimes) a commit.
+    assert min(gaps) >= rest - 0.001, gaps
+    assert statistics.median(gaps) < rest + 0.015, gaps
+    assert sum(size for _, _, size in store.writes_at) == sent
+
+
+async def test_after_a_write_of_one_reading_a_device_it_polls_at_once(bus: FlakyBus) -> None:
+    """Resting would only make the next write longer by as many devices as readings."""
+    store = SlowStore(0.04)
+    async with store, bus, Processor(bus, store, group=GROUP) as processor:
+        sent = await feed(bus, 1.0, one_device=False)
+        await wait_until(lambda: processor.processed == sent, "every reading was written")
+    gaps = gaps_after_merges(store.writes_at)
+    assert len(gaps) >= 5
+    assert statistics.median(gaps) < 0.01, gaps
