@@ -46,16 +46,12 @@ class Processor(Component):
         group: str = GROUP,
         device_ttl: float | None = None,
         max_batch: int = 20_000,
-        rest_share: float = REST_SHARE,
-        max_rest: float = MAX_REST,
     ) -> None:
         self.bus = bus
         self.store = store
         self.group = group
         self.device_ttl = device_ttl
         self.max_batch = max_batch
-        self.rest_share = rest_share
-        self.max_rest = max_rest
         self.processed = 0
         self.store_failures = 0
         self.bus_failures = 0
@@ -92,11 +88,11 @@ class Processor(Component):
     def _rest(self, batch: Batch, took: float) -> float:
         """How long to rest after a write of ``batch`` that took ``took`` seconds."""
         readings = batch.readings
-        if len(readings) < MERGING or not self.rest_share:
+        if len(readings) < MERGING:
             return 0.0
         if len(readings) < MERGING * len({reading.device_id for reading in readings}):
             return 0.0
-        return min(self.rest_share * took, self.max_rest)
+        return min(REST_SHARE * took, MAX_REST)
 
     async def _consume(self) -> None:
         loop = asyncio.get_running_loop()
