@@ -6,6 +6,7 @@ extra). ``create_engine`` makes one by name."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from .base import (
     DEFAULT_CELL,
@@ -29,8 +30,10 @@ from .base import (
     Window,
     whole_days,
 )
-from .duckdb import DuckDBEngine
 from .prediction import MODELS, PredictionParams, best_model, evaluate_track, predict
+
+if TYPE_CHECKING:
+    from .duckdb import DuckDBEngine
 
 ENGINES = ("duckdb", "spark")
 
@@ -73,9 +76,21 @@ def create_engine(
     joins) a session from ``iotstream.spark.spark_session``; without the ``spark`` extra it
     raises a ``ConfigError`` naming it."""
     if name == "duckdb":
+        from .duckdb import DuckDBEngine
+
         return DuckDBEngine(url, storage_options)
     if name == "spark":
         from .spark import SparkEngine
 
         return SparkEngine(url, storage_options)
     raise ValueError(f"unknown engine {name!r}; engines: {', '.join(ENGINES)}")
+
+
+def __getattr__(name: str) -> Any:
+    # DuckDB, pandas and pyarrow take 170 MB and half a second to import: a process that
+    # never analyses (the bridge, the processor) does not pay for them.
+    if name == "DuckDBEngine":
+        from .duckdb import DuckDBEngine
+
+        return DuckDBEngine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -35,7 +35,7 @@ from .. import __version__
 from ..auth import Role
 from ..errors import AuthError
 from ..health import HasHealth
-from . import analytics, auth, commands, dashboard, devices, health, history, stats, websocket
+from . import auth, commands, dashboard, devices, health, stats, websocket
 from .dependencies import ApiContext, HealthSource, RoleHealth
 from .limits import RequestLimits
 from .security import ByMethod, Needs, authorize, document_security, operations, role_table
@@ -43,20 +43,36 @@ from .timing import RequestTiming
 
 __all__ = ["AUTH_ROUTERS", "ROUTERS", "ApiContext", "create_app", "create_health_app"]
 
-# Every router with the smallest role that may use it; None: open to anyone; ByMethod: one
-# role for its GETs, another for the rest. With auth off (``ApiContext.auth`` is None) every
-# route is open, as on loopback before there was auth.
-ROUTERS: tuple[tuple[APIRouter, Needs], ...] = (
-    (health.router, None),
-    (stats.router, Role.VIEWER),
-    (stats.metrics_router, Role.VIEWER),
-    (devices.router, Role.VIEWER),
-    (commands.router, ByMethod(read=Role.VIEWER, write=Role.OPERATOR)),
-    (history.router, Role.VIEWER),
-    (analytics.router, Role.VIEWER),
-    (websocket.router, Role.VIEWER),
-    (dashboard.router, None),
-)
+
+def _routers() -> tuple[tuple[APIRouter, Needs], ...]:
+    """Every router with the smallest role that may use it; None: open to anyone; ByMethod:
+    one role for its GETs, another for the rest. With auth off (``ApiContext.auth`` is None)
+    every route is open, as on loopback before there was auth.
+
+    The lake's routers are imported here, not with the package: they bring pyarrow, DuckDB
+    and numba (170 MB and half a second), which a role serving only ``create_health_app``
+    (the bridge, the processor, the archiver) does not need."""
+    from . import analytics, history
+
+    return (
+        (health.router, None),
+        (stats.router, Role.VIEWER),
+        (stats.metrics_router, Role.VIEWER),
+        (devices.router, Role.VIEWER),
+        (commands.router, ByMethod(read=Role.VIEWER, write=Role.OPERATOR)),
+        (history.router, Role.VIEWER),
+        (analytics.router, Role.VIEWER),
+        (websocket.router, Role.VIEWER),
+        (dashboard.router, None),
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ROUTERS":
+        return _routers()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # Logging in, and the admin's users and API keys: only when credentials are required.
 AUTH_ROUTERS: tuple[tuple[APIRouter, Needs], ...] = (
     (auth.router, None),
@@ -105,7 +121,7 @@ def create_app(context: ApiContext, cors_origins: list[str]) -> FastAPI:
     app.add_exception_handler(Exception, _internal_error)
     app.state.context = context
     app.state.cors_origins = cors_origins
-    routers = ROUTERS if context.auth is None else (*ROUTERS, *AUTH_ROUTERS)
+    routers = _routers() if context.auth is None else (*_routers(), *AUTH_ROUTERS)
     roles: dict[Callable[..., Any], Role | None] = {}
     endpoints: dict[tuple[str, str], Callable[..., Any]] = {}
     for router, role in routers:
