@@ -10,7 +10,7 @@ ARGS   ?=
 
 .PHONY: run demo test lint typecheck pytest clean services services-down system-packages bench \
 	spark-stream setup restart stop logs-embedded test-mqtt test-websocket-pipeline websocket-test \
-	test-redis-pipeline prometheus
+	test-redis-pipeline prometheus bench-anchor
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,11 @@ bench: $(VENV)/.dev-installed
 	@scripts/system-packages.sh mosquitto:mosquitto
 	@scripts/system-packages.sh --optional redis-server:redis-server maven:mvn openjdk-17-jre-headless:java
 	$(BIN)/python -m bench --distributed $(ARGS)
+
+## bench-anchor: the bridge alone beside Telegraf's (the reference system's, built with Go); writes bench/results/anchor.*
+bench-anchor: $(VENV)/.dev-installed
+	@scripts/system-packages.sh mosquitto:mosquitto maven:mvn openjdk-17-jre-headless:java
+	$(BIN)/python -m bench.anchor --out bench/results $(ARGS)
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests bench harness
