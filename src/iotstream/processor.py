@@ -59,13 +59,16 @@ class Processor(Component):
         self._store_down: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def _apply(self, batch: Batch) -> None:
+    async def _apply(self, batch: Batch) -> float:
+        """Writes ``batch``, holding it while the store fails; how long the write that
+        succeeded took (seconds)."""
         backoff = 0.1
         while True:
             try:
                 started = time.perf_counter()
                 await self.store.apply(batch, report=False)
-                STORE_WRITE.observe(time.perf_counter() - started)
+                took = time.perf_counter() - started
+                STORE_WRITE.observe(took)
             except StoreError as exc:
                 self.store_failures += 1
                 if self._store_down is None:
@@ -77,13 +80,15 @@ class Processor(Component):
             if self._store_down is not None:
                 log.info("store is back; processing resumes")
                 self._store_down = None
-            return
+            return took
 
-    async def _store(self, batch: Batch) -> None:
+    async def _store(self, batch: Batch) -> float:
+        """Writes ``batch``; how long the write took (``_apply``)."""
         self.consumption.took(batch)
-        await self._apply(batch)
+        took = await self._apply(batch)
         self.consumption.done()
         self.processed += len(batch)
+        return took
 
     def _rest(self, batch: Batch, took: float) -> float:
         """How long to rest after a write of ``batch`` that took ``took`` seconds."""
@@ -108,9 +113,7 @@ class Processor(Component):
                     batch = await consumer.poll(self.max_batch, timeout=1.0)
                     rest = 0.0
                     if batch:
-                        started = loop.time()
-                        await self._store(batch)
-                        rest = self._rest(batch, loop.time() - started)
+                        rest = self._rest(batch, await self._store(batch))
                         uncommitted = True
                     # Commits are spaced as the bus asks (a crash reads the uncommitted rest
                     # again, which the store counts once), and made at once when the batches
