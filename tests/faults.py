@@ -4,9 +4,11 @@
 ``StoreError`` without writing; ``store.after_write.fail_next()`` makes the next call
 write and then raise, as when Redis ran the script but its reply was lost. The bus's
 ``publish``, and its consumers' ``poll`` and ``commit``, fail the same way with
-``BusError``. The lake's ``append`` fails the same way with ``LakeError`` (``before_write``:
-nothing written; ``after_write``: every table written, then the error). ``fail_next()``
-without a count fails until ``heal()``.
+``BusError``; ``bus.lost`` makes a consumer's ``poll`` raise ``ConsumerLost``, and that
+consumer raises it at every poll from then on, as Kafka's does once it was fenced. The
+lake's ``append`` fails the same way with ``LakeError`` (``before_write``: nothing
+written; ``after_write``: every table written, then the error). ``fail_next()`` without
+a count fails until ``heal()``.
 
 Stages recover from faults in their own time: tests ``wait_until`` a condition holds.
 """
@@ -19,7 +21,7 @@ from collections.abc import Callable, Mapping
 
 from iotstream.bus import Consumer, MemoryBus, Placement
 from iotstream.bus.memory import MemoryConsumer
-from iotstream.errors import BusError, IotstreamError, StoreError
+from iotstream.errors import BusError, ConsumerLost, IotstreamError, StoreError
 from iotstream.lake import LakeError
 from iotstream.lake.delta import DeltaLake
 from iotstream.models import Batch, Changes
@@ -85,6 +87,7 @@ class FlakyBus(MemoryBus):
         # Shared by every consumer of this bus, so a test reaches the ones a stage made.
         self.poll_fault = Fault(BusError, "bus poll")
         self.commit_fault = Fault(BusError, "bus commit")
+        self.lost = Fault(ConsumerLost, "bus consumer")
         self.commits = 0
         """Commits that went through, by any consumer."""
         self.polls_with_events = 0
@@ -107,8 +110,16 @@ class FlakyConsumer(MemoryConsumer):
     def __init__(self, bus: FlakyBus, group: str, placement: Placement | None = None) -> None:
         super().__init__(bus, group, placement)
         self._flaky = bus
+        self._lost: ConsumerLost | None = None
 
     async def poll(self, max_events: int = 10_000, timeout: float = 1.0) -> Batch:
+        if self._lost is not None:
+            raise self._lost
+        try:
+            self._flaky.lost.trip()
+        except ConsumerLost as lost:
+            self._lost = lost
+            raise
         self._flaky.poll_fault.trip()
         batch = await super().poll(max_events, timeout)
         if batch:

@@ -116,6 +116,23 @@ async def test_a_failing_lake_holds_the_batch_and_loses_nothing(
     assert readings_held(lake) == expected(range(10))
 
 
+async def test_a_lost_consumer_is_replaced_and_the_lake_gets_each_event_once(
+    bus: FlakyBus, lake: FlakyLake
+) -> None:
+    async with archiver(bus, lake) as running:
+        await bus.publish(batch(0))
+        await wait_until(lambda: running.archived == 5, "the first batch was archived")
+        joined = len(bus.max_waits)
+        bus.lost.fail_next(1)
+        await wait_until(lambda: running.bus_failures == 1, "the consumer was lost")
+        for n in range(1, 5):
+            await bus.publish(batch(n))
+        await wait_until(lambda: running.archived == 25, "a new member archived the rest")
+        assert len(bus.max_waits) == joined + 1
+        assert running.health().ok
+    assert readings_held(lake) == expected(range(5))
+
+
 async def test_an_append_whose_reply_was_lost_is_not_written_twice(
     bus: FlakyBus, lake: FlakyLake
 ) -> None:

@@ -216,6 +216,25 @@ async def test_bus_errors_in_poll_and_commit_do_not_stop_the_processor(
     assert "bus commit failed" in errors[1]
 
 
+async def test_a_lost_consumer_is_replaced_by_a_new_member(
+    bus: FlakyBus, store: FlakyStore
+) -> None:
+    """A consumer Kafka fenced takes nothing more: carrying on with it would stall the
+    processor for good."""
+    async with bus, store, Processor(bus, store, group=GROUP) as processor:
+        await bus.publish(readings("r1", range(5)))
+        await wait_until(lambda: processor.processed == 5, "the first batch was processed")
+        joined = len(bus.max_waits)
+        bus.lost.fail_next(1)
+        await wait_until(lambda: processor.bus_failures == 1, "the consumer was lost")
+        await bus.publish(readings("r2", range(5)))
+        await wait_until(lambda: processor.processed == 10, "a new member took the next batch")
+        assert len(bus.max_waits) == joined + 1
+        assert processor.health().ok
+    counters = await store.counters()
+    assert counters.per_device == {"r1": 5, "r2": 5}
+
+
 class HeldStore(FlakyStore):
     """Its first write waits for ``release``; it records the devices of every write."""
 

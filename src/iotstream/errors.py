@@ -46,6 +46,11 @@ class BusError(IotstreamError):
     """The event bus refused or lost a batch."""
 
 
+class ConsumerLost(BusError):
+    """A consumer can take nothing more (Kafka fenced it, or it is closed): its member must
+    join the group again with a new one."""
+
+
 class StoreError(IotstreamError):
     """The state store is unreachable or refused a write."""
 

@@ -10,8 +10,8 @@ import asyncio
 import logging
 import time
 
-from .bus import Bus
-from .errors import BusError, StoreError
+from .bus import Bus, Consumer
+from .errors import BusError, ConsumerLost, StoreError
 from .health import Health
 from .lifecycle import Component, cancel_all, crashed, spawn
 from .metrics import STORE_WRITE, Consumption
@@ -100,36 +100,48 @@ class Processor(Component):
         return min(REST_SHARE * took, MAX_REST)
 
     async def _consume(self) -> None:
+        while True:
+            try:
+                async with await self.bus.consumer(self.group) as consumer:
+                    self.consumption.consumer = consumer
+                    await self._take(consumer)
+            except ConsumerLost as exc:
+                # What it took but did not commit comes back to the new member.
+                self.bus_failures += 1
+                log.error("bus consumer lost, joining the group again: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _take(self, consumer: Consumer) -> None:
         loop = asyncio.get_running_loop()
         committed_at, uncommitted = loop.time(), False
-        async with await self.bus.consumer(self.group) as consumer:
-            self.consumption.consumer = consumer
-            while True:
-                try:
-                    # A batch is polled once the one before it is in the store. Polled while
-                    # that one was being written (to decode it meanwhile), a batch held only
-                    # what had arrived by then, and what arrived next waited for two writes
-                    # instead of one: at 55k msg/s, 25 ms more in the median.
-                    batch = await consumer.poll(self.max_batch, timeout=1.0)
-                    rest = 0.0
-                    if batch:
-                        rest = self._rest(batch, await self._store(batch))
-                        uncommitted = True
-                    # Commits are spaced as the bus asks (a crash reads the uncommitted rest
-                    # again, which the store counts once), and made at once when the batches
-                    # stop.
-                    due = loop.time() - committed_at >= self.bus.commit_interval
-                    if uncommitted and (due or not batch):
-                        await consumer.commit()
-                        committed_at, uncommitted = loop.time(), False
-                    if rest:
-                        await asyncio.sleep(rest)
-                except BusError as exc:
-                    # Uncommitted batches come back from the bus; the store takes them again
-                    # without counting them twice, so going on is safe.
-                    self.bus_failures += 1
-                    log.error("bus error, carrying on: %s", exc)
-                    await asyncio.sleep(1.0)
+        while True:
+            try:
+                # A batch is polled once the one before it is in the store. Polled while
+                # that one was being written (to decode it meanwhile), a batch held only
+                # what had arrived by then, and what arrived next waited for two writes
+                # instead of one: at 55k msg/s, 25 ms more in the median.
+                batch = await consumer.poll(self.max_batch, timeout=1.0)
+                rest = 0.0
+                if batch:
+                    rest = self._rest(batch, await self._store(batch))
+                    uncommitted = True
+                # Commits are spaced as the bus asks (a crash reads the uncommitted rest
+                # again, which the store counts once), and made at once when the batches
+                # stop.
+                due = loop.time() - committed_at >= self.bus.commit_interval
+                if uncommitted and (due or not batch):
+                    await consumer.commit()
+                    committed_at, uncommitted = loop.time(), False
+                if rest:
+                    await asyncio.sleep(rest)
+            except ConsumerLost:
+                raise
+            except BusError as exc:
+                # Uncommitted batches come back from the bus; the store takes them again
+                # without counting them twice, so going on is safe.
+                self.bus_failures += 1
+                log.error("bus error, carrying on: %s", exc)
+                await asyncio.sleep(1.0)
 
     async def _expire(self, ttl: float) -> None:
         period = min(max(ttl / 4, 0.05), 1.0)

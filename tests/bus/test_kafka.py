@@ -28,7 +28,7 @@ from iotstream.bus import kafka as kafka_module
 from iotstream.bus.kafka import PRODUCER_CONFIG, KafkaBus
 from iotstream.bus.kafka_codec import UNDECODABLE, decode_all, partition_of
 from iotstream.config import load_settings
-from iotstream.errors import BusError
+from iotstream.errors import BusError, ConsumerLost
 from iotstream.models import Batch, RawMessage, Reading, Rejected
 
 from .suite import T0, BusSuite, Recorded, drain, drain_positioned, readings, seqs
@@ -432,7 +432,9 @@ class TestKafkaBus(BusSuite):
         """With an instance id (static membership) a new member takes the place of the one
         that had it, every partition at once, as a restarted process does while its killed
         predecessor's session has not expired yet; without, the new member would wait for
-        the first to give partitions up (the first is not polled here, so it never would)."""
+        the first to give partitions up (the first is not polled here, so it never would).
+        Kafka fences the first for good: its poll says so rather than return nothing ever
+        after, so that its owner can join again with a new consumer."""
         topic = unique_topic()
         bus = KafkaBus(
             kafka.address,
@@ -452,6 +454,12 @@ class TestKafkaBus(BusSuite):
             while set(second_placement.assigned_sources) != sources:
                 assert time.monotonic() < deadline, second_placement.assigned_sources
                 await second.poll(100, timeout=0.2)
+            deadline = time.monotonic() + 30
+            with pytest.raises(ConsumerLost, match="fenced"):
+                while time.monotonic() < deadline:
+                    await asyncio.gather(
+                        first.poll(100, timeout=0.2), second.poll(100, timeout=0.2)
+                    )
             await first.close()
             await second.close()
 

@@ -62,7 +62,9 @@ class Consumer(ABC):
 
     @abstractmethod
     async def poll(self, max_events: int = 10_000, timeout: float = 1.0) -> Batch:
-        """The next events for this group, or an empty batch after ``timeout`` seconds."""
+        """The next events for this group, or an empty batch after ``timeout`` seconds.
+        ``ConsumerLost`` when this consumer can take nothing more (a new one must join);
+        other ``BusError``s may pass."""
 
     @abstractmethod
     def positions(self) -> list[Position]:

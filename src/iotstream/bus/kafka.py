@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import orjson
 
 from ..config import KAFKA_FETCH_WAIT_MS, KAFKA_LINGER_MS
-from ..errors import BusError, missing_extra
+from ..errors import BusError, ConsumerLost, missing_extra
 from ..health import Health
 from ..models import EVENT_KINDS, Batch, Event
 from .base import Bus, Consumer, Placement, Position
@@ -420,6 +420,10 @@ class KafkaConsumer(Consumer):
     stored offsets, that is everything polled so far. With a ``Placement``, partitions are
     assigned at the offsets it gives (asked from the consumer's thread, answered on the
     event loop), and records fetched from a partition revoked meanwhile are left out.
+
+    After a fatal error (Kafka fenced this member: another one joined with its instance id,
+    or the coordinator took a rejoin after a broker restart for a newer member) librdkafka
+    takes nothing more; ``poll`` then raises ``ConsumerLost`` instead of returning nothing.
     """
 
     def __init__(
@@ -437,6 +441,8 @@ class KafkaConsumer(Consumer):
         self._positions: dict[type[Event], list[Position]] = {}
         self._revoked: set[tuple[str, int]] = set()
         self._misplaced: str | None = None
+        self._lost: str | None = None
+        """Why this consumer can take nothing more (librdkafka's fatal error)."""
         # All calls into this consumer run on one thread, in order: a poll whose caller was
         # cancelled still runs to its end before close, which would crash under it.
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"kafka-consumer-{group}")
@@ -467,9 +473,20 @@ class KafkaConsumer(Consumer):
 
     def _on_error(self, error: KafkaError) -> None:
         text = error.str()
-        if text != self._last_error:
+        if error.fatal():
+            if self._lost is None:
+                log.error("the Kafka consumer failed for good: %s", text)
+            self._lost = text
+        elif text != self._last_error:
             log.warning("Kafka consumer: %s", text)
         self._last_error = text
+
+    def _usable(self) -> None:
+        """Raises ``ConsumerLost`` unless this consumer can go on."""
+        if self._lost is not None:
+            raise ConsumerLost(f"the Kafka consumer failed: {self._lost}")
+        if self._misplaced is not None:
+            raise ConsumerLost(f"partitions were assigned without a placement: {self._misplaced}")
 
     # --- placement (on the consumer's thread, inside a poll) ------------------------------
 
@@ -513,15 +530,14 @@ class KafkaConsumer(Consumer):
 
     async def _call(self, function: Callable[..., T], *args: Any) -> T:
         if self._closed:
-            raise BusError("the Kafka consumer is closed")
+            raise ConsumerLost("the Kafka consumer is closed")
         try:
             return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
         except KafkaException as exc:
             raise BusError(f"Kafka consumer: {_error_text(exc)}") from exc
 
     def _fetch(self, max_events: int, timeout: float) -> Batch:
-        if self._misplaced is not None:
-            raise BusError(f"partitions were assigned without a placement: {self._misplaced}")
+        self._usable()
         self._revoked.clear()
         batch = Batch()
         self._positions = {}
@@ -537,6 +553,7 @@ class KafkaConsumer(Consumer):
                     break
                 first = self._consumer.poll(timeout)
                 if first is None:
+                    self._usable()  # a fatal error comes as a callback, not a record
                     break
                 messages = [first]
                 if wanted > 1:
@@ -547,8 +564,7 @@ class KafkaConsumer(Consumer):
         return batch
 
     def _decode(self, messages: list[Message], batch: Batch) -> None:
-        if self._misplaced is not None:
-            raise BusError(f"partitions were assigned without a placement: {self._misplaced}")
+        self._usable()
         revoked = self._revoked
         records: list[Message] = []
         for message in messages:
@@ -556,8 +572,9 @@ class KafkaConsumer(Consumer):
             if error is None:
                 if not revoked or (message.topic(), message.partition()) not in revoked:
                     records.append(message)
-            elif error.fatal():
-                raise BusError(f"the Kafka consumer failed: {error.str()}")
+            elif error.fatal() or error.code() == KafkaError._FATAL:
+                self._lost = error.str()
+                self._usable()
             else:
                 self._on_error(error)
         positions = None if self._placement is None else self._positions
