@@ -24,12 +24,19 @@ acknowledged (QoS 1 is at-least-once): the lake may hold those twice. After the 
 nothing is written twice (the archiver is exactly-once from Kafka on)."""
 
 
+NOISE = ("Connection refused", "Connect to ipv4#")
+"""What a Kafka client logs again and again while the broker is down: left out of the
+tails, which it would fill."""
+
+
 def logs(workdir: Path) -> str:
-    """The tail of every role's log, for a failure message."""
+    """The tail of every role's log, without the clients' retries, for a failure message."""
     tails = []
     for log in sorted((workdir / "system").glob("*.log")):
-        lines = log.read_text(errors="replace").splitlines()[-25:]
-        tails.append(f"--- {log.name}\n" + "\n".join(lines))
+        lines = log.read_text(errors="replace").splitlines()
+        kept = [line for line in lines if not any(noise in line for noise in NOISE)]
+        tails.append(f"--- {log.name} (retries left out: {len(lines) - len(kept)})")
+        tails.extend(kept[-40:])
     return "\n".join(tails)
 
 
@@ -41,13 +48,14 @@ def test_each_fault_heals_by_itself_under_load_and_loses_nothing(tmp_path: Path)
     phases = {phase["fault"]: phase for phase in result["faults"]}
     assert list(phases) == list(FAULT_NAMES), f"{result['faults']}\n{logs(tmp_path)}"
     for name, phase in phases.items():
-        assert "error" not in phase, f"{name}: {phase['error']}\n{logs(tmp_path)}"
-        assert phase["recoverySeconds"] is not None, f"{name} never recovered: {phase}"
-        assert phase["healthySeconds"] is not None, f"{name}: a role stayed unhealthy: {phase}"
+        # The messages read the logs only when they are shown.
+        assert "error" not in phase, f"{name}: {phase}\n{logs(tmp_path)}"
+        assert phase["recoverySeconds"] is not None, f"no recovery: {phase}\n{logs(tmp_path)}"
+        assert phase["healthySeconds"] is not None, f"unhealthy: {phase}\n{logs(tmp_path)}"
         generator = phase["generator"]
         # Everything the devices sent was accepted in the end, so everything counts.
         assert generator["sent"] > 0 and generator["unacknowledged"] == 0, (name, generator)
-        assert phase["lost"] == {"state": 0, "lake": 0}, (name, phase)
+        assert phase["lost"] == {"state": 0, "lake": 0}, f"lost: {phase}\n{logs(tmp_path)}"
         assert phase["lake"]["rows"] >= generator["sent"], (name, phase["lake"])
         if name not in REDELIVERED:
             assert phase["duplicated"] == {"lake": 0}, (name, phase)
