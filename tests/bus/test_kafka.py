@@ -338,8 +338,24 @@ class TestKafkaBus(BusSuite):
         assert bus.health().ok
         bus._on_error(KafkaError(KafkaError._FATAL, "fenced", fatal=True))
         assert not bus.health().ok
-        with pytest.raises(BusError, match="fenced"):
-            await bus.publish(readings("a", range(1)))
+        assert "the Kafka producer failed: fenced" in bus.health().detail
+
+    async def test_the_next_publish_makes_a_producer_that_failed_for_good_again(
+        self, bus: KafkaBus
+    ) -> None:
+        """librdkafka takes no more records from a producer after a fatal error (an
+        idempotent one whose sequence Kafka lost): the bus makes a new one instead of
+        failing every publish until the process restarts."""
+        await bus.publish(readings("a", range(3)))
+        failed = bus._producer
+        bus._on_error(KafkaError(KafkaError._FATAL, "fenced", fatal=True))
+        await bus.publish(readings("a", range(3, 6)))
+        assert bus._producer is not None and bus._producer is not failed
+        assert bus.health().ok
+        consumer = await bus.consumer("g")
+        got = await drain(consumer, 6)
+        await consumer.close()
+        assert seqs(got, "a") == list(range(6))
 
     async def test_an_event_that_cannot_be_encoded_is_a_bus_error(self, bus: KafkaBus) -> None:
         with pytest.raises(BusError, match="cannot be encoded"):

@@ -201,6 +201,9 @@ class KafkaBus(Bus):
         self.undecodable = 0
         """Records consumers of this bus turned into ``undecodable_record`` dead letters."""
         self._producer: Producer | None = None
+        """The producer publishes use; ``None`` unless started, and from a stop on."""
+        self._serving: Producer | None = None
+        """The producer the thread serves (``_server``): the last one made."""
         self._producing: asyncio.Lock | None = None
         """Held by the publish producing its records: batches reach Kafka in call order."""
         self._server: threading.Thread | None = None
@@ -215,6 +218,11 @@ class KafkaBus(Bus):
 
     async def start(self) -> None:
         self._topic_partitions = await asyncio.to_thread(self._create_topics)
+        self._producing = asyncio.Lock()
+        self._producer = self._open()
+
+    def _open(self) -> Producer:
+        """Makes a producer, and the thread that serves its delivery reports."""
         config = {
             "bootstrap.servers": self.bootstrap,
             "client.id": self.client_id,
@@ -228,22 +236,48 @@ class KafkaBus(Bus):
             producer = Producer(config)
         except KafkaException as exc:
             raise BusError(f"cannot create a Kafka producer: {_error_text(exc)}") from exc
-        self._producer = producer
-        self._producing = asyncio.Lock()
-        self._stopping.clear()
+        self._serving = producer
+        self._stopping = threading.Event()
         self._server = threading.Thread(
-            target=self._serve, args=(producer,), name=f"kafka-producer-{self.topic}", daemon=True
+            target=self._serve,
+            args=(producer, self._stopping),
+            name=f"kafka-producer-{self.topic}",
+            daemon=True,
         )
         self._server.start()
+        return producer
+
+    async def _renew(self, failed: Producer) -> Producer:
+        """A new producer in place of one that failed for good. After a fatal error (an
+        idempotent producer whose sequence Kafka can no longer follow) librdkafka takes no
+        more records; it wants the producer made again."""
+        log.warning("making a new Kafka producer in place of the failed one: %s", self._fatal)
+        self._stopping.set()
+        if self._server is not None:
+            await asyncio.to_thread(self._server.join)
+        # Records still waiting fail now: the publishes waiting for them raise.
+        await asyncio.to_thread(self._discard, failed)
+        renewed = self._open()
+        self._fatal = None
+        if self._producer is not None:  # else a stop began meanwhile: later publishes fail
+            self._producer = renewed
+        return renewed
+
+    @staticmethod
+    def _discard(producer: Producer) -> None:
+        producer.purge()
+        producer.flush(0)
 
     async def stop(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is None:
+        if self._producer is None:
             return
+        self._producer = None
         if self._producing is not None:
             # Publishes already producing finish first, the producer thread freeing room in
             # the queue for them; later ones find the bus stopped.
             await self._producing.acquire()
+        producer = self._serving  # the one they produced on, renewed or not
+        assert producer is not None  # made by start
         self._stopping.set()
         if self._server is not None:
             await asyncio.to_thread(self._server.join)
@@ -251,8 +285,7 @@ class KafkaBus(Bus):
         left = await asyncio.to_thread(producer.flush, FLUSH_TIMEOUT)
         if left:
             log.error("Kafka did not acknowledge %d records before the bus stopped", left)
-            producer.purge()
-            producer.flush(0)  # publishes still waiting fail now instead of never
+            self._discard(producer)  # publishes still waiting fail now instead of never
 
     def _create_topics(self) -> int:
         """Creates the missing topics; the main topic's partitions."""
@@ -318,8 +351,9 @@ class KafkaBus(Bus):
 
     # --- producing ------------------------------------------------------------------------
 
-    def _serve(self, producer: Producer) -> None:
-        while not self._stopping.is_set():
+    @staticmethod
+    def _serve(producer: Producer, stopping: threading.Event) -> None:
+        while not stopping.is_set():
             producer.poll(_SERVE_INTERVAL)
 
     def _on_error(self, error: KafkaError) -> None:
@@ -363,8 +397,6 @@ class KafkaBus(Bus):
         producer, producing = self._producer, self._producing
         if producer is None or producing is None:
             raise BusError("the Kafka bus is not started")
-        if self._fatal is not None:
-            raise BusError(f"the Kafka producer failed: {self._fatal}")
         try:
             records = encode_batch(batch, self._topic_partitions)
         except orjson.JSONEncodeError as exc:
@@ -373,6 +405,11 @@ class KafkaBus(Bus):
         try:
             # A publish waiting for room in the queue holds back the ones called after it.
             async with producing:
+                # The last producer made: another publish may have renewed it meanwhile. A
+                # stop waits for the publishes called before it, and stops that one.
+                producer = self._serving or producer
+                if self._fatal is not None and self._producer is not None:
+                    producer = await self._renew(producer)
                 await self._produce(producer, self.topic, records.live, acks)
                 await self._produce(producer, self.deadletter_topic, records.deadletter, acks)
         except KafkaException as exc:
