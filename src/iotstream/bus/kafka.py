@@ -458,9 +458,9 @@ class KafkaConsumer(Consumer):
     assigned at the offsets it gives (asked from the consumer's thread, answered on the
     event loop), and records fetched from a partition revoked meanwhile are left out.
 
-    After a fatal error (Kafka fenced this member: another one joined with its instance id,
-    or the coordinator took a rejoin after a broker restart for a newer member) librdkafka
-    takes nothing more; ``poll`` then raises ``ConsumerLost`` instead of returning nothing.
+    After a fatal error (Kafka fenced this member: another one joined with its instance id)
+    librdkafka takes nothing more; ``poll`` then raises ``ConsumerLost`` instead of returning
+    nothing ever after.
     """
 
     def __init__(
