@@ -335,22 +335,29 @@ class Growth:
         self.topic = Topic(bootstrap, name, partitions=partitions)
         self.last = time.time()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="anchor-growth", daemon=True)
+        self._thread: threading.Thread | None = None
 
-    def _run(self) -> None:
-        seen = self.topic.end_offsets()
+    def _run(self, seen: int) -> None:
         while not self._stop.wait(POLL):
             now = self.topic.end_offsets()
             if now != seen:
                 seen, self.last = now, time.time()
 
     def __enter__(self) -> Self:
+        # The offsets it starts from are read before the caller writes: the first read of
+        # a new consumer waits for the cluster's metadata, longer than a write on a busy box.
+        seen = self.topic.end_offsets()
+        self.last = time.time()
+        self._thread = threading.Thread(
+            target=self._run, args=(seen,), name="anchor-growth", daemon=True
+        )
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         self.topic.close()
 
     def drained(self, last_write: float) -> float | None:
